@@ -1,0 +1,86 @@
+"""YAML loading with ``--set a.b=c`` overrides, validated into a pydantic model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medgen.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path.name, "config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(path.name, f"not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path.name, "top level must be a mapping")
+    return data
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001). Values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError("--set", f"expected key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError("--set", f"bad key '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``--set`` items to a nested dict (copying it). Creates intermediate mappings."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides or []:
+        parts, value = parse_set(item)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError("--set", f"'{'.'.join(parts)}': '{p}' is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(model_cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
+                data: dict[str, Any] | None = None) -> M:
+    """Load YAML (or ``data``), apply overrides, validate. Errors are one-line ConfigErrors."""
+    from medgen.config.base import format_validation_error
+
+    raw = dict(data or {})
+    source = None
+    if path is not None:
+        raw = load_yaml(path)
+        source = Path(path).name
+    raw = apply_overrides(raw, overrides)
+    try:
+        return model_cls.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(None, format_validation_error(err, model_cls, source)) from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (what runs log as an artifact and hash)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True)

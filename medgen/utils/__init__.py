@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic outputs, hashing, logging set-up."""
