@@ -1,0 +1,187 @@
+"""Model card: what a checkpoint is for and how to feed it, with digests only (no PHI).
+
+The card travels as ``card.json`` beside the weights. It carries everything inference needs to
+reproduce the training-time input (modality, expected spacing, intensity normalisation with its
+parameters, patch size) and the lineage (training manifest digest, config digest, weights digest,
+MLflow run id, medgen version). Identifying data cannot be stored: digests must be 64 hex
+characters, ids and metric names are restricted to a small alphabet, and free-text fields reject
+things that look like paths, DICOM UIDs, dates or e-mail addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from medgen.config import StrictModel
+
+_HEX64 = r"^[0-9a-f]{64}$"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
+# free-text guards (heuristic, documented): absolute/relative paths, UIDs, dates, e-mails
+_PHI_PATTERNS = [
+    (re.compile(r"(^|\s)(/|~/|\./|\.\./)[^\s]+|[A-Za-z]:\\|\\\\"), "a file path"),
+    (re.compile(r"\b\d+(\.\d+){4,}\b"), "a DICOM UID"),
+    (re.compile(r"\b(19|20)\d{2}[-/.]?(0[1-9]|1[0-2])[-/.]?(0[1-9]|[12]\d|3[01])\b"), "a date"),
+    (re.compile(r"[^\s@]+@[^\s@]+\.[a-z]{2,}", re.I), "an e-mail address"),
+]
+
+Task = Literal["denoise", "sr", "synth", "translate"]
+
+
+def check_free_text(text: str, field: str = "text") -> str:
+    """Reject free text that looks like it carries identifiers (see module docstring)."""
+    if len(text) > 2000:
+        raise ValueError(f"{field}: at most 2000 characters")
+    for pat, what in _PHI_PATTERNS:
+        if pat.search(text):
+            raise ValueError(f"{field}: looks like it contains {what}; model cards carry no "
+                             "identifiers (use digests)")
+    return text
+
+
+class IntensityNorm(StrictModel):
+    """How intensities were normalised for training; :meth:`apply` / :meth:`invert` reproduce it.
+
+    Methods and ``params``:
+
+    - ``none``: identity.
+    - ``zscore``: per volume ``(x - mean) / std`` over voxels above ``params.threshold``
+      (default: all voxels).
+    - ``percentile``: per volume, map percentile ``params.lower`` (default 0.5) to 0 and
+      ``params.upper`` (default 99.5) to 1; ``params.clip`` (0/1, default 0) clips to [0, 1].
+    - ``minmax``: per volume min -> 0, max -> 1.
+    - ``window``: fixed ``(x - (level - width / 2)) / width`` (CT in HU: ``level``, ``width``);
+      ``params.clip`` as above.
+    """
+
+    method: Literal["none", "zscore", "percentile", "minmax", "window"] = "zscore"
+    params: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self):
+        allowed = {"none": set(), "zscore": {"threshold"}, "percentile": {"lower", "upper", "clip"},
+                   "minmax": set(), "window": {"level", "width", "clip"}}[self.method]
+        extra = set(self.params) - allowed
+        if extra:
+            raise ValueError(f"intensity '{self.method}' takes params {sorted(allowed)}, "
+                             f"got {sorted(extra)}")
+        if self.method == "window" and ("level" not in self.params or "width" not in self.params):
+            raise ValueError("intensity 'window' needs params level and width")
+        if self.method == "window" and self.params["width"] <= 0:
+            raise ValueError("intensity 'window': width must be > 0")
+        if self.method == "percentile":
+            lo, hi = self.params.get("lower", 0.5), self.params.get("upper", 99.5)
+            if not 0 <= lo < hi <= 100:
+                raise ValueError("intensity 'percentile': need 0 <= lower < upper <= 100")
+        return self
+
+    def apply(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Normalise ``x``; returns ``(y float32, stats)`` with ``stats`` = ``{offset, scale}``
+        such that ``y = (x - offset) / scale`` (before clipping). Pass ``stats`` to :meth:`invert`.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        p = self.params
+        if self.method == "none":
+            off, scale = 0.0, 1.0
+        elif self.method == "zscore":
+            thr = p.get("threshold")
+            sel = x[x > thr] if thr is not None else x
+            sel = sel if sel.size else x
+            off, scale = float(sel.mean()), float(sel.std())
+        elif self.method == "percentile":
+            lo, hi = np.percentile(x, [p.get("lower", 0.5), p.get("upper", 99.5)])
+            off, scale = float(lo), float(hi - lo)
+        elif self.method == "minmax":
+            off, scale = float(x.min()), float(x.max() - x.min())
+        else:
+            off, scale = p["level"] - p["width"] / 2.0, p["width"]
+        scale = scale if scale > 1e-8 else 1.0
+        y = (x - off) / scale
+        if p.get("clip", 0):
+            y = np.clip(y, 0.0, 1.0)
+        return y.astype(np.float32), {"offset": off, "scale": scale}
+
+    @staticmethod
+    def invert(y: np.ndarray, stats: dict[str, float]) -> np.ndarray:
+        """Back to the original intensity scale."""
+        return (np.asarray(y, dtype=np.float32) * stats["scale"] + stats["offset"]).astype(np.float32)
+
+
+class ModelCard(StrictModel):
+    """The ``card.json`` of a checkpoint (schema version 1).
+
+    ``config_sha256`` and ``weights_sha256`` are filled in by
+    :func:`medgen.models.checkpoint.save_checkpoint`; leave them empty when creating a card.
+    """
+
+    schema_version: Literal[1] = 1
+    model_name: str = Field(pattern=_ID, description="registry family, e.g. vae, unet")
+    task: Task
+    intended_use: str = Field(min_length=1)
+    modality: str = Field(pattern=r"^([A-Z]{2,4}|any)$", description="DICOM modality code")
+    expected_spacing_mm: list[float] | None = None
+    intensity: IntensityNorm = Field(default_factory=IntensityNorm)
+    patch_size: list[int] | None = None
+    training_manifest_sha256: str | None = Field(None, pattern=_HEX64)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    limitations: list[str] = Field(default_factory=list)
+    medgen_version: str = Field(default_factory=lambda: __import__("medgen").__version__)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc)
+                            .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    config_sha256: str | None = Field(None, pattern=_HEX64)
+    weights_sha256: str | None = Field(None, pattern=_HEX64)
+    ema_weights_sha256: str | None = Field(None, pattern=_HEX64)
+    mlflow_run_id: str | None = Field(None, pattern=_ID)
+    git_commit: str | None = Field(None, pattern=r"^[0-9a-f]{7,64}$")
+    lineage: dict[str, str] = Field(default_factory=dict,
+                                    description="further digests/ids only, e.g. degradation preset")
+
+    @field_validator("intended_use")
+    @classmethod
+    def _free_text(cls, v: str) -> str:
+        return check_free_text(v, "intended_use")
+
+    @field_validator("limitations")
+    @classmethod
+    def _limitations(cls, v: list[str]) -> list[str]:
+        return [check_free_text(t, "limitations") for t in v]
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        for k in v:
+            if not re.match(r"^[A-Za-z0-9_.:/-]{1,64}$", k) or k.startswith("/"):
+                raise ValueError(f"metric name '{k[:40]}' must be a short identifier")
+        return v
+
+    @field_validator("lineage")
+    @classmethod
+    def _lineage(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", k):
+                raise ValueError(f"lineage key '{k[:40]}' must be a short identifier")
+            if not re.match(_ID, val):
+                raise ValueError(f"lineage '{k}': values must be digests or ids "
+                                 "(letters, digits, . _ : + -)")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _created(cls, v: str) -> str:
+        datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name in ("expected_spacing_mm", "patch_size"):
+            val = getattr(self, name)
+            if val is not None and (len(val) not in (2, 3) or any(s <= 0 for s in val)):
+                raise ValueError(f"{name}: 2 or 3 positive entries")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""Denoising model families (``vae``, ``unet``), their losses and blind-spot masking."""
