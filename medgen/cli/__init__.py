@@ -55,6 +55,9 @@ from medgen.cli import manifest as _manifest  # noqa: E402
 app.add_typer(_manifest.app, name="manifest")
 app.command("convert")(_convert.convert)
 app.command("info")(_convert.info)
+from medgen.cli import demo as _demo  # noqa: E402
+
+app.command("demo")(_demo.demo)
 # helpers register further groups below this line (one line each)
 
 
