@@ -1,0 +1,42 @@
+"""MLflow tracking for medgen: fresh named runs, lineage, and a PHI guard in front of everything.
+
+Importing this package is cheap: MLflow is imported inside the functions that talk to a store.
+
+>>> from medgen.track import start_run                                  # doctest: +SKIP
+>>> with start_run("medgen-train", "vae-tiny", tags={"medgen.task": "denoise"}) as run:
+...     run.log_config(cfg); run.log_manifest(manifest_path, role="train"); run.log_lineage(seed)
+...     run.log_metrics({"train/loss": 0.1}, step=1)
+"""
+
+from medgen.track.phi import PHIError, PHIGuard, phi_findings, phi_guard
+from medgen.track.run import (
+    LINEAGE_PACKAGES,
+    TAG_CONFIG_ARTIFACT_SHA256,
+    TAG_CONFIG_SHA256,
+    TAG_ENV_LOCK_SHA256,
+    TAG_ERROR,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIFF_SHA256,
+    TAG_GIT_DIRTY,
+    TAG_MANIFEST,
+    TAG_REDACTED_ARTIFACTS,
+    TAG_REDACTIONS,
+    Run,
+    flatten,
+    start_run,
+)
+from medgen.track.store import (
+    client_for,
+    ensure_store,
+    fetch_artifacts,
+    resolve_tracking_uri,
+    telemetry_off,
+)
+
+__all__ = [
+    "LINEAGE_PACKAGES", "PHIError", "PHIGuard", "Run", "TAG_CONFIG_ARTIFACT_SHA256",
+    "TAG_CONFIG_SHA256", "TAG_ENV_LOCK_SHA256", "TAG_ERROR", "TAG_GIT_COMMIT",
+    "TAG_GIT_DIFF_SHA256", "TAG_GIT_DIRTY", "TAG_MANIFEST", "TAG_REDACTED_ARTIFACTS",
+    "TAG_REDACTIONS", "client_for", "ensure_store", "fetch_artifacts", "flatten", "phi_findings",
+    "phi_guard", "resolve_tracking_uri", "start_run", "telemetry_off",
+]

@@ -1,0 +1,181 @@
+"""Where runs go: the tracking URI, and a store that is initialised once before parallel writers.
+
+MLflow's embedded store is a sqlite file; its schema is created (alembic migrations) by the first
+client that opens it. Eight processes opening a fresh file at once race on those migrations and can
+leave it corrupt, so :func:`ensure_store` does the first open, and every experiment lookup/creation,
+inside an exclusive ``fcntl.flock`` on ``<db>.lock`` beside the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+log = logging.getLogger("medgen.track")
+
+DEFAULT_DB_NAME = "mlflow.db"
+ARTIFACTS_DIR_NAME = "mlartifacts"
+
+T = TypeVar("T")
+
+_ready: set[str] = set()
+_ready_lock = threading.Lock()
+
+
+def telemetry_off() -> None:
+    """Switch MLflow's usage telemetry off (must happen before ``import mlflow``)."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "1"
+
+
+telemetry_off()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
+
+    A relative sqlite path is made absolute against the current directory, so every process of a
+    job (whatever its later ``chdir``) writes to the same file.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return "sqlite:///" + str(Path.cwd() / DEFAULT_DB_NAME)
+    db = sqlite_path(uri)
+    if db is not None:
+        return "sqlite:///" + str(db)
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (absolute), or None for other stores."""
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri[len("sqlite:"):]
+    if rest.startswith("///"):
+        raw = unquote(rest[3:])
+        # sqlite:////abs/path -> "/abs/path"; sqlite:///rel/path -> "rel/path"
+        return Path(raw).resolve() if raw.startswith("/") else (Path.cwd() / raw).resolve()
+    raise ValueError("sqlite tracking URI must look like sqlite:///path/to/mlflow.db")
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of the embedded store go to ``mlartifacts/<experiment>`` beside the database;
+    a server decides for itself (``--artifacts-destination``)."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    slug = re.sub(r"[^\w.-]+", "_", experiment).strip("._") or "experiment"
+    return (db.parent / ARTIFACTS_DIR_NAME / slug).as_uri()
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = db.with_name(db.name + ".lock")
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` bound to ``uri`` (no global ``mlflow.set_tracking_uri``)."""
+    telemetry_off()
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Resolve ``uri`` and make sure its store exists and has its schema; return the URI.
+
+    Safe to call from many processes at once: for sqlite the first open (schema creation) happens
+    under an exclusive file lock beside the database. For a server it checks it answers.
+    """
+    uri = resolve_tracking_uri(uri)
+    with _ready_lock:
+        if uri in _ready:
+            return uri
+    with _store_lock(uri):
+        client = client_for(uri)
+        retry(lambda: client.search_experiments(max_results=1))
+    with _ready_lock:
+        _ready.add(uri)
+    return uri
+
+
+def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """Experiment id for ``name``, created if missing (locked for sqlite, race-tolerant for a
+    server: a concurrent creation is answered by looking the experiment up again)."""
+    from mlflow.exceptions import MlflowException
+
+    with _store_lock(uri):
+        exp = retry(lambda: client.get_experiment_by_name(name))
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                retry(lambda: client.restore_experiment(exp.experiment_id))
+            return exp.experiment_id
+        try:
+            return retry(lambda: client.create_experiment(
+                name, artifact_location=_artifact_location(uri, name)))
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+
+def _is_locked_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def retry(fn: Callable[[], T], attempts: int = 8, base_delay: float = 0.05) -> T:
+    """Call ``fn``, retrying when sqlite reports ``database is locked`` (concurrent writers)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # MlflowException wraps sqlalchemy's OperationalError
+            if i == attempts - 1 or not _is_locked_error(exc):
+                raise
+            time.sleep(base_delay * (2 ** i))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fetch_artifacts(run_id: str, artifact_path: str, dst: str | os.PathLike,
+                    tracking_uri: str | None = None) -> Path:
+    """Download ``artifact_path`` of ``run_id`` into ``dst``; return the local path."""
+    telemetry_off()
+    from mlflow.artifacts import download_artifacts
+
+    uri = ensure_store(tracking_uri)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                   dst_path=os.fspath(dst), tracking_uri=uri))
+
+
+def describe_uri(uri: str) -> dict[str, Any]:
+    """A PHI-free description of where runs go (no local paths)."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return {"kind": "sqlite", "file": db.name}
+    return {"kind": uri.split(":", 1)[0]}
