@@ -1,0 +1,538 @@
+"""The verifier: an independent scan of de-identified outputs.
+
+Independent means a different code path from the engine: this module never calls the engine's
+walker or its action resolution. It reads the outputs back from disk with pydicom/nibabel/json,
+walks every element at every depth (file meta, private tags, sequences), and checks them against
+the table *data* for the chosen options, the allow-list, the de-identification markers and the
+burned-in rules. Given the originals, it extracts their identifying values itself and searches
+every decoded value, the raw bytes of every output and every output path component for them,
+normalised for case, spacing, punctuation and name-component order ("DOE^JOHN" ~ "John Doe").
+
+Findings name a file (relative to the output root), a tag and a rule - never a value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medgen.deid import table as _data  # data files only (rows, allow-list, private dictionary)
+
+STD_UID = "1.2.840.10008."
+DUMMY_TOKENS = {"anonymized", "anon", "anonymous", ""}
+PSEUDO = re.compile(r"^[0-9A-F]{16}$")
+META_OK = {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+TEXT = {"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR"}
+AUDIT_DIR = "_deid"
+
+
+def _compact(s: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", s.lower())
+
+
+def _words(s: str) -> set[str]:
+    return set(re.findall(r"[0-9a-z]+", s.lower()))
+
+
+# ------------------------------------------------------------------------ table (own reading)
+
+
+class _Rules:
+    """The verifier's own reading of the table data: final code per tag for the options."""
+
+    def __init__(self, options: tuple[str, ...]):
+        data = _data.table_data()
+        self.options = options
+        self.codes: dict[int, tuple[str, str | None]] = {}
+        self.masks: list[tuple[int, int, str]] = []
+        for r in data["rows"]:
+            chosen = [r["options"][o] for o in options if o in r["options"]]
+            code = r["basic"] if not chosen else ("C" if "C" in chosen else chosen[0])
+            if r["tag"]:
+                self.codes[int(r["tag"], 16)] = (code, r["vr"])
+            elif r["mask"] != "private":
+                m = r["mask"]
+                self.masks.append((int("".join("0" if c == "X" else "F" for c in m), 16),
+                                   int(m.replace("X", "0"), 16), code))
+        self.allow = _data.allowlist(False)
+        self.allow_ctx = _data.allowlist(True)
+        self.safe = _data.private_dictionary() if "retain-safe-private" in options else {}
+
+    def code(self, tag: int) -> str | None:
+        c = self.codes.get(tag)
+        if c:
+            return c[0]
+        for bits, val, code in self.masks:
+            if tag & bits == val:
+                return code
+        return None
+
+
+# ------------------------------------------------------------------------ identifiers
+
+
+@dataclass
+class Identifiers:
+    """Identifying values of some originals, normalised for searching."""
+
+    names: list[tuple[str, ...]] = field(default_factory=list)
+    strings: set[str] = field(default_factory=set)  # compact forms
+    raw: set[str] = field(default_factory=set)  # lower-case literal forms for byte search
+    dates: set[str] = field(default_factory=set)
+    uids: set[str] = field(default_factory=set)
+    kept: set[str] = field(default_factory=set)  # compact values the profile keeps
+
+    def add_name(self, value: str) -> None:
+        comps = tuple(c for c in re.split(r"[\^=\s,]+", value.lower().strip()) if c)
+        comps = tuple(_compact(c) for c in comps if len(_compact(c)) >= 2)
+        if comps:
+            self.names.append(comps)
+            for c in comps:
+                if len(c) >= 5:
+                    self.raw.add(c)
+            if len(comps) > 1:
+                self.raw.add("^".join(comps))
+
+    def add_string(self, value: str) -> None:
+        c = _compact(value)
+        if len(c) < 4 or c in DUMMY_TOKENS or (c.isdigit() and len(c) < 6):
+            return
+        self.strings.add(c)
+        lit = value.strip().lower()
+        if len(lit) >= 6:
+            self.raw.add(lit)
+
+    def add_date(self, value: str) -> None:
+        v = value.strip()[:8]
+        if len(v) == 8 and v.isdigit() and v != "19000101":
+            self.dates.add(v)
+            self.dates.add(v[6:8] + v[4:6] + v[:4])
+            self.dates.add(v[4:6] + v[6:8] + v[:4])
+            self.raw.add(v)
+
+    def add_uid(self, value: str) -> None:
+        v = value.strip().rstrip("\x00")
+        if v and not v.startswith(STD_UID) and not v.startswith("2.25.") and len(v) >= 8:
+            self.uids.add(v)
+            self.raw.add(v)
+
+    def finish(self) -> Identifiers:
+        # a value the profile keeps elsewhere (e.g. Manufacturer) is not evidence of a leak: drop
+        # identifiers contained in a kept value
+        blob = "\n".join(self.kept)
+        self.strings = {s for s in self.strings if s not in blob}
+        self.dates = {d for d in self.dates if d not in blob}
+        self.raw = {r for r in self.raw if _compact(r) not in blob}
+        self.names = [n for n in self.names if "".join(n) not in blob]
+        self._family = {n[0] for n in self.names if len(n[0]) >= 3}
+        self._re_str = _alt(self.strings | self.dates)
+        self._re_raw = _alt({r for r in self.raw}, binary=True)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.strings or self.dates or self.uids)
+
+    def hit(self, value: str) -> str | None:
+        """Which kind of identifier ``value`` contains (name, string, date, uid), or None."""
+        if not value:
+            return None
+        low = value.lower()
+        if self.names:
+            words = _words(low)
+            if words & self._family:
+                return "name"
+            for n in self.names:
+                if len(n) > 1 and all(c in words for c in n):
+                    return "name"
+                if len("".join(n)) >= 6 and "".join(n) in _compact(low):
+                    return "name"
+        if self._re_str is not None and self._re_str.search(_compact(low)):
+            return "identifier"
+        for u in self.uids:
+            if u in value:
+                return "uid"
+        return None
+
+    def raw_hit(self, data: bytes) -> bool:
+        return self._re_raw is not None and self._re_raw.search(data.lower()) is not None
+
+
+def _alt(items: set[str], binary: bool = False):
+    items = {i for i in items if i}
+    if not items:
+        return None
+    pat = "|".join(re.escape(i) for i in sorted(items, key=len, reverse=True))
+    return re.compile(pat.encode("latin-1", "replace") if binary else pat)
+
+
+def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception:
+        return False
+    if len(ds) == 0:
+        return False
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        if meta.get("MediaStorageSOPInstanceUID"):
+            ids.add_uid(str(meta.MediaStorageSOPInstanceUID))
+        if meta.get("SourceApplicationEntityTitle"):
+            ids.add_string(str(meta.SourceApplicationEntityTitle))
+    retain_uids = "retain-uids" in rules.options
+    full_dates = "retain-long-full-dates" in rules.options
+
+    def walk(d, depth: int) -> None:
+        for tag in list(d.keys()):
+            try:
+                el = d[tag]
+                vr = el.VR
+                if vr == "SQ":
+                    for it in el.value or []:
+                        walk(it, depth + 1)
+                    continue
+                if vr not in TEXT | {"PN", "DA", "DT", "UI"}:
+                    continue
+                vals = [str(v) for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "")]
+            except Exception:
+                continue
+            t = int(tag)
+            if tag.is_private:
+                if t & 0xFF00 == 0 or (t & 0xFFFF) <= 0xFF:
+                    continue  # private creator names are not identifiers
+                kept = bool(rules.safe)
+                code = "K" if kept else "X"
+            else:
+                code = rules.code(t)
+                if code is None:
+                    code = "K" if t in rules.allow_ctx else "X"
+            keep = code == "K" or (vr == "UI" and retain_uids) or (vr in ("DA", "DT") and full_dates)
+            for v in vals:
+                if keep:
+                    ids.kept.add(_compact(v))
+                elif vr == "PN":
+                    ids.add_name(v)
+                elif vr in ("DA", "DT"):
+                    ids.add_date(v)
+                elif vr == "UI":
+                    ids.add_uid(v)
+                elif tag.is_private and len(v.strip()) < 6:
+                    continue
+                else:
+                    ids.add_string(v)
+
+    walk(ds, 0)
+    return True
+
+
+def _original_json(path: Path, rules: _Rules, ids: Identifiers) -> None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except Exception:
+        return
+    if not isinstance(data, dict):
+        return
+    aliases = _data.bids_data()["aliases"]
+    by_kw = {r["keyword"]: r for r in _data.table_data()["rows"] if r["keyword"]}
+    for k, v in data.items():
+        kw = aliases.get(k, k)
+        r = by_kw.get(kw) if kw else None
+        if r is None or not isinstance(v, str):
+            continue
+        code = rules.codes[int(r["tag"], 16)][0]
+        if code == "K":
+            ids.kept.add(_compact(v))
+        elif r["vr"] == "PN":
+            ids.add_name(v)
+        elif r["vr"] in ("DA", "DT"):
+            ids.add_date(re.sub(r"[^0-9]", "", v))
+        elif r["vr"] == "UI":
+            ids.add_uid(v)
+        elif r["vr"] != "TM":
+            ids.add_string(v)
+
+
+def _original_nifti(path: Path, ids: Identifiers) -> None:
+    import nibabel as nib
+
+    try:
+        hdr = nib.load(path).header
+    except Exception:
+        return
+    for f in ("descrip", "aux_file", "intent_name", "db_name"):
+        if f in hdr:
+            raw = bytes(hdr[f].tobytes()).split(b"\x00")[0]
+            ids.add_string(raw.decode("latin-1"))
+
+
+def identifiers_from_files(paths, options: tuple[str, ...] = ()) -> Identifiers:
+    """Identifying values of the given original files (DICOM, JSON sidecars, NIfTI headers)."""
+    rules = _rules(tuple(options))
+    ids = Identifiers()
+    for p in paths:
+        p = Path(p)
+        name = p.name.lower()
+        if name.endswith(".json"):
+            _original_json(p, rules, ids)
+        elif name.endswith((".nii", ".nii.gz", ".hdr")):
+            _original_nifti(p, ids)
+        elif not name.endswith(".img"):
+            _original_dicom(p, rules, ids)
+    return ids.finish()
+
+
+_RULES: dict[tuple[str, ...], _Rules] = {}
+
+
+def _rules(options: tuple[str, ...]) -> _Rules:
+    if options not in _RULES:
+        _RULES[options] = _Rules(options)
+    return _RULES[options]
+
+
+# ------------------------------------------------------------------------ scanners
+
+
+def _t(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
+               ids: Identifiers | None = None) -> list[str]:
+    """Findings for one de-identified DICOM file (empty list = clean)."""
+    import pydicom
+
+    rules = _rules(tuple(options))
+    out: list[str] = []
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        return [f"pydicom cannot re-read the output ({type(exc).__name__})"]
+    retain_uids = "retain-uids" in options
+    meta = ds.file_meta
+    for el in meta:
+        if int(el.tag) not in META_OK:
+            out.append(f"file meta {_t(int(el.tag))}: not allowed in de-identified file meta")
+    msi = str(meta.get("MediaStorageSOPInstanceUID", ""))
+    if msi != str(ds.get("SOPInstanceUID", "")):
+        out.append("file meta (0002,0003): does not match SOPInstanceUID")
+    if not retain_uids and not (msi.startswith("2.25.") or msi.startswith(STD_UID)):
+        out.append("file meta (0002,0003): not a remapped UID")
+    if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+        out.append("(0012,0062): PatientIdentityRemoved is not YES")
+    codes = [str(i.get("CodeValue", "")) for i in ds.get("DeidentificationMethodCodeSequence", [])]
+    if "113100" not in codes:
+        out.append("(0012,0064): 113100 missing from DeidentificationMethodCodeSequence")
+    bia = str(ds.get("BurnedInAnnotation", "") or "").upper()
+    if bia == "YES":
+        out.append("(0028,0301): BurnedInAnnotation is YES")
+    elif not bia:
+        sop = str(ds.get("SOPClassUID", ""))
+        mod = str(ds.get("Modality", "")).upper()
+        if mod in ("US", "SC", "OT", "XC") or sop.startswith("1.2.840.10008.5.1.4.1.1.7") \
+                or sop.startswith("1.2.840.10008.5.1.4.1.1.104."):
+            out.append("(0028,0301): at-risk instance without BurnedInAnnotation")
+
+    def check(d, depth: int, ctx: bool) -> None:
+        creators: dict[tuple[int, int], str] = {}
+        for tag in list(d.keys()):
+            t = int(tag)
+            where = f"{_t(t)} depth {depth}"
+            try:
+                el = d[tag]
+            except Exception:
+                out.append(f"{where}: undecodable element")
+                continue
+            vr = el.VR
+            if tag.is_private:
+                g, e = t >> 16, t & 0xFFFF
+                if not rules.safe:
+                    out.append(f"{where}: private element present")
+                    continue
+                if 0x10 <= e <= 0xFF:
+                    creators[(g, e)] = str(el.value).strip()
+                    continue
+                cr = creators.get((g, e >> 8)) or str(d.get((g << 16) | (e >> 8), "") and
+                                                      d[(g << 16) | (e >> 8)].value).strip()
+                if rules.safe.get((g, cr, e & 0xFF)) != "K":
+                    out.append(f"{where}: private element not marked safe in the dictionary")
+                    continue
+            elif (t >> 16) == 0x0002 or (t & 0xFFFF) == 0:
+                out.append(f"{where}: group-length or meta element in the dataset")
+                continue
+            else:
+                code = rules.code(t)
+                if code is None:
+                    if t not in rules.allow and not (ctx and t in rules.allow_ctx):
+                        if t not in (0x00120062, 0x00120063, 0x00120064, 0x00280303):
+                            out.append(f"{where}: attribute not in the table nor on the allow-list")
+                elif code == "X":
+                    out.append(f"{where}: present although the table says X")
+                    continue
+                else:
+                    _check_value(el, code, where, out, retain_uids)
+                if vr == "SQ":
+                    for it in el.value or []:
+                        check(it, depth + 1, ctx or code == "C")
+                    continue
+            if vr == "SQ":
+                for it in el.value or []:
+                    check(it, depth + 1, ctx)
+                continue
+            if ids and vr in TEXT | {"PN", "DA", "DT", "UI"}:
+                try:
+                    vals = el.value if el.VM > 1 else [el.value]
+                except Exception:
+                    continue
+                for v in vals:
+                    kind = ids.hit(str(v)) if v not in (None, "") else None
+                    if kind:
+                        out.append(f"{where}: holds an original {kind}")
+                        break
+
+    check(ds, 0, False)
+    if ids:
+        for el in meta:
+            if el.VR in ("UI", "SH", "AE") and ids.hit(str(el.value)):
+                out.append(f"file meta {_t(int(el.tag))}: holds an original identifier")
+        if ids.raw_hit(Path(path).read_bytes()):
+            out.append("raw bytes: an original identifier appears in the file")
+    return out
+
+
+def _check_value(el, code: str, where: str, out: list[str], retain_uids: bool) -> None:
+    vr = el.VR
+    if vr == "SQ":
+        return
+    try:
+        vals = [v for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "", b"")]
+    except Exception:
+        out.append(f"{where}: undecodable value")
+        return
+    if not vals or code == "K":
+        return
+    if vr == "UI" and not retain_uids:
+        if any(not (str(v).startswith("2.25.") or str(v).startswith(STD_UID)) for v in vals):
+            out.append(f"{where}: UID not remapped")
+        return
+    if code == "Z" or code == "X/Z":
+        if vr in ("DA", "DT", "TM", "PN") or not all(PSEUDO.match(str(v)) for v in vals):
+            if not all(PSEUDO.match(str(v)) for v in vals):
+                out.append(f"{where}: value present although the table says Z")
+        return
+    if code in ("D", "X/D", "Z/D", "X/Z/D") and vr in ("DA", "DT"):
+        if any(not str(v).startswith("1900") for v in vals):
+            out.append(f"{where}: date is not a dummy")
+    if code in ("D", "X/D", "Z/D", "X/Z/D") and vr == "PN":
+        if any(str(v).lower() not in DUMMY_TOKENS and not PSEUDO.match(str(v)) for v in vals):
+            out.append(f"{where}: person name is not a dummy")
+
+
+def scan_nifti(path: str | Path, ids: Identifiers | None = None) -> list[str]:
+    """Findings for one NIfTI/Analyze header (text fields, extensions, original identifiers)."""
+    import gzip
+
+    p = Path(path)
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as fh:
+        head = fh.read(548)
+    out: list[str] = []
+    size = int.from_bytes(head[:4], "little")
+    if size not in (348, 540):
+        size = int.from_bytes(head[:4], "big")
+    fields = ({"descrip": (148, 80), "aux_file": (228, 24), "intent_name": (328, 16),
+               "db_name": (4, 18)} if size == 348 else
+              {"descrip": (240, 80), "aux_file": (320, 24), "intent_name": (508, 16)})
+    for name, (off, n) in fields.items():
+        if head[off:off + n].strip(b"\x00 "):
+            out.append(f"header {name}: not empty")
+    single = head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00"
+    if single and head[size:size + 1] not in (b"\x00", b""):
+        out.append("header: extensions present")
+    if ids and ids.raw_hit(head[:size + 4]):
+        out.append("header: an original identifier appears")
+    return out
+
+
+def scan_json(path: str | Path, options: tuple[str, ...] = (),
+              ids: Identifiers | None = None) -> list[str]:
+    """Findings for one JSON sidecar: keys the table removes, original identifiers."""
+    rules = _rules(tuple(options))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except Exception:
+        return ["not valid JSON"]
+    out: list[str] = []
+    if not isinstance(data, dict):
+        return ["JSON top level is not an object"]
+    aliases = _data.bids_data()["aliases"]
+    by_kw = {r["keyword"]: r for r in _data.table_data()["rows"] if r["keyword"]}
+    for k, v in data.items():
+        kw = aliases.get(k, k)
+        r = by_kw.get(kw) if kw else None
+        if r is not None and rules.codes[int(r["tag"], 16)][0] == "X":
+            out.append(f"key {k}: present although the table says X")
+        if ids and ids.hit(json.dumps(v, ensure_ascii=False)):
+            out.append(f"key {k}: holds an original identifier")
+    return out
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify`: files checked and findings (``path: finding``)."""
+
+    files_checked: int = 0
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def verify(dst: str | Path, original: str | Path | None = None,
+           options: tuple[str, ...] | list[str] = ()) -> VerifyReport:
+    """Scan every output under ``dst``; with ``original``, search for the originals' identifiers.
+
+    Parameters
+    ----------
+    dst : output folder (or one file) written by ``medgen deid``.
+    original : the input folder (or file); enables the identifier search and file-name check.
+    options : the de-identification options the outputs were made with.
+    """
+    options = tuple(sorted(set(options)))
+    dst = Path(dst)
+    ids = None
+    if original is not None:
+        o = Path(original)
+        files = [o] if o.is_file() else sorted(p for p in o.rglob("*") if p.is_file())
+        ids = identifiers_from_files(files, options)
+    root = dst if dst.is_dir() else dst.parent
+    outs = [dst] if dst.is_file() else sorted(p for p in dst.rglob("*") if p.is_file())
+    rep = VerifyReport()
+    for p in outs:
+        rel = p.relative_to(root)
+        if rel.parts and rel.parts[0] == AUDIT_DIR:
+            if ids and ids.raw_hit(p.read_bytes()):
+                rep.findings.append(f"{rel}: an original identifier appears in the audit")
+            continue
+        rep.files_checked += 1
+        name = p.name.lower()
+        if name.endswith((".nii", ".nii.gz", ".hdr")):
+            found = scan_nifti(p, ids)
+        elif name.endswith(".img"):
+            found = []
+        elif name.endswith(".json"):
+            found = scan_json(p, options, ids)
+        else:
+            found = scan_dicom(p, options, ids)
+        if ids:
+            for part in rel.parts:
+                stem = re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]{1,6})$", "", part)
+                if ids.hit(stem.replace("_", " ").replace("-", " ")):
+                    found.append("file or folder name holds an original identifier")
+                    break
+        rep.findings.extend(f"{rel}: {f}" for f in found)
+    return rep
