@@ -14,7 +14,6 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from medgen.config import StrictModel
@@ -44,71 +43,54 @@ def check_free_text(text: str, field: str = "text") -> str:
 
 
 class IntensityNorm(StrictModel):
-    """How intensities were normalised for training; :meth:`apply` / :meth:`invert` reproduce it.
+    """The training-time intensity normalisation, as :meth:`NormalizeIntensityd.card` gives it.
 
-    Methods and ``params``:
+    Mirrors :class:`medgen.transforms.intensity.NormalizeIntensityd` so inference reproduces it
+    with :meth:`transform` (per-volume statistics such as percentiles are recomputed per input;
+    the values used are recorded in each sample and inverted with ``denormalize``).
 
-    - ``none``: identity.
-    - ``zscore``: per volume ``(x - mean) / std`` over voxels above ``params.threshold``
-      (default: all voxels).
-    - ``percentile``: per volume, map percentile ``params.lower`` (default 0.5) to 0 and
-      ``params.upper`` (default 99.5) to 1; ``params.clip`` (0/1, default 0) clips to [0, 1].
-    - ``minmax``: per volume min -> 0, max -> 1.
-    - ``window``: fixed ``(x - (level - width / 2)) / width`` (CT in HU: ``level``, ``width``);
-      ``params.clip`` as above.
+    ``mode``: ``percentile`` (``lower``/``upper``), ``window`` (CT ``center``/``width`` in HU),
+    ``range`` (``a_min``/``a_max``) or ``zscore``; ``b_min``/``b_max`` the output range and
+    ``clip`` whether values are clipped to it.
     """
 
-    method: Literal["none", "zscore", "percentile", "minmax", "window"] = "zscore"
-    params: dict[str, float] = Field(default_factory=dict)
+    mode: Literal["percentile", "window", "range", "zscore"] = "percentile"
+    lower: float | None = None
+    upper: float | None = None
+    center: float | None = None
+    width: float | None = None
+    a_min: float | None = None
+    a_max: float | None = None
+    b_min: float = 0.0
+    b_max: float = 1.0
+    clip: bool = False
 
     @model_validator(mode="after")
     def _check(self):
-        allowed = {"none": set(), "zscore": {"threshold"}, "percentile": {"lower", "upper", "clip"},
-                   "minmax": set(), "window": {"level", "width", "clip"}}[self.method]
-        extra = set(self.params) - allowed
-        if extra:
-            raise ValueError(f"intensity '{self.method}' takes params {sorted(allowed)}, "
-                             f"got {sorted(extra)}")
-        if self.method == "window" and ("level" not in self.params or "width" not in self.params):
-            raise ValueError("intensity 'window' needs params level and width")
-        if self.method == "window" and self.params["width"] <= 0:
+        needs = {"percentile": ("lower", "upper"), "window": ("center", "width"),
+                 "range": ("a_min", "a_max"), "zscore": ()}[self.mode]
+        others = {"lower", "upper", "center", "width", "a_min", "a_max"} - set(needs)
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"intensity mode '{self.mode}' needs {', '.join(missing)}")
+        stray = sorted(n for n in others if getattr(self, n) is not None)
+        if stray:
+            raise ValueError(f"intensity mode '{self.mode}' does not take {', '.join(stray)}")
+        if self.mode == "percentile" and not 0 <= self.lower < self.upper <= 100:
+            raise ValueError("intensity 'percentile': need 0 <= lower < upper <= 100")
+        if self.mode == "window" and self.width <= 0:
             raise ValueError("intensity 'window': width must be > 0")
-        if self.method == "percentile":
-            lo, hi = self.params.get("lower", 0.5), self.params.get("upper", 99.5)
-            if not 0 <= lo < hi <= 100:
-                raise ValueError("intensity 'percentile': need 0 <= lower < upper <= 100")
         return self
 
-    def apply(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """Normalise ``x``; returns ``(y float32, stats)`` with ``stats`` = ``{offset, scale}``
-        such that ``y = (x - offset) / scale`` (before clipping). Pass ``stats`` to :meth:`invert`.
-        """
-        x = np.asarray(x, dtype=np.float32)
-        p = self.params
-        if self.method == "none":
-            off, scale = 0.0, 1.0
-        elif self.method == "zscore":
-            thr = p.get("threshold")
-            sel = x[x > thr] if thr is not None else x
-            sel = sel if sel.size else x
-            off, scale = float(sel.mean()), float(sel.std())
-        elif self.method == "percentile":
-            lo, hi = np.percentile(x, [p.get("lower", 0.5), p.get("upper", 99.5)])
-            off, scale = float(lo), float(hi - lo)
-        elif self.method == "minmax":
-            off, scale = float(x.min()), float(x.max() - x.min())
-        else:
-            off, scale = p["level"] - p["width"] / 2.0, p["width"]
-        scale = scale if scale > 1e-8 else 1.0
-        y = (x - off) / scale
-        if p.get("clip", 0):
-            y = np.clip(y, 0.0, 1.0)
-        return y.astype(np.float32), {"offset": off, "scale": scale}
+    def transform_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``NormalizeIntensityd(keys, **kwargs)``."""
+        return self.model_dump(exclude_none=True)
 
-    @staticmethod
-    def invert(y: np.ndarray, stats: dict[str, float]) -> np.ndarray:
-        """Back to the original intensity scale."""
-        return (np.asarray(y, dtype=np.float32) * stats["scale"] + stats["offset"]).astype(np.float32)
+    def transform(self, keys):
+        """A :class:`medgen.transforms.intensity.NormalizeIntensityd` reproducing this setting."""
+        from medgen.transforms.intensity import NormalizeIntensityd
+
+        return NormalizeIntensityd(keys, **self.transform_kwargs())
 
 
 class ModelCard(StrictModel):
@@ -124,7 +106,7 @@ class ModelCard(StrictModel):
     intended_use: str = Field(min_length=1)
     modality: str = Field(pattern=r"^([A-Z]{2,4}|any)$", description="DICOM modality code")
     expected_spacing_mm: list[float] | None = None
-    intensity: IntensityNorm = Field(default_factory=IntensityNorm)
+    intensity: IntensityNorm
     patch_size: list[int] | None = None
     training_manifest_sha256: str | None = Field(None, pattern=_HEX64)
     metrics: dict[str, float] = Field(default_factory=dict)

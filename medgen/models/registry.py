@@ -8,7 +8,7 @@ each entry point pointing at a :class:`ModelSpec`) and answers an unknown name w
 
 Adding a built-in family (super-resolution, synthesis issues): write its ``XConfig`` (subclass of
 :class:`medgen.models.base.BaseModelConfig` with ``name: Literal["x"]``), register a
-:class:`ModelSpec` below and add the config class to ``_BUILTIN_CONFIGS``.
+:class:`ModelSpec` below and add the config class to the ``ModelConfig`` union.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ register_model(ModelSpec(
     "unet", UNetConfig, "medgen.models.denoise.unet:build_unet", tasks=("denoise",),
     description="residual UNet denoiser (out = x + f(x)), the quality baseline"))
 
-_BUILTIN_CONFIGS = (VAEConfig, UNetConfig)
 
 
 def _model_config_wrap(value: Any, handler):
@@ -92,14 +91,21 @@ def _model_config_wrap(value: Any, handler):
         name = value.get("name")
         if name is None:
             raise ValueError(f"model needs a 'name' (one of: {', '.join(MODELS.names())})")
-        builtin = {c.model_fields["name"].default for c in _BUILTIN_CONFIGS}
-        if name not in builtin:
-            try:
-                spec = MODELS.get(str(name))
-            except ConfigError:
-                raise ValueError(f"unknown model '{name}'{suggest(name, MODELS.names())}; "
-                                 f"known: {', '.join(MODELS.names())}") from None
+        try:
+            spec = MODELS.get(str(name))
+        except ConfigError:
+            raise ValueError(f"unknown model '{name}'{suggest(name, MODELS.names())}; "
+                             f"known: {', '.join(MODELS.names())}") from None
+        # validate with the family's own class (built-in or plugin) so unknown keys get a
+        # "did you mean" against that family's fields (the generic formatter cannot see through
+        # the union's tag)
+        from medgen.config.base import format_validation_error
+
+        try:
             return spec.config_cls.model_validate(value)
+        except ValidationError as err:
+            msg = format_validation_error(err, spec.config_cls).replace("Value error, ", "")
+            raise ValueError(msg) from None
     return handler(value)
 
 

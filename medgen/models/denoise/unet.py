@@ -1,5 +1,5 @@
 """Residual UNet denoiser (quality baseline): MONAI ``UNet`` with residual units and, by default,
-a global residual connection ``out = x + f(x)`` so an untrained network starts at the identity
+a global residual connection ``out = x + g * f(x)`` (learned gain ``g``, 0.1 at init) so an untrained network starts at the identity
 direction and only has to learn the (small) correction.
 """
 
@@ -35,18 +35,16 @@ class ResidualUNet(MedgenModule):
         )
         self.residual = bool(config.residual)
         if self.residual:
-            # start near the identity: the last conv's output is scaled down so f(x) ~ 0 at init
-            with torch.no_grad():
-                last = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
-                last.weight.mul_(0.1)
-                if last.bias is not None:
-                    last.bias.zero_()
+            # ReZero-style gain (Bachlechner et al. 2021): out = x + g * f(x) with g = 0.1 at init,
+            # so an untrained model is close to the identity and only learns the correction.
+            # (Zeroing the last conv is not enough: MONAI's top ResidualUnit has an identity path.)
+            self.res_gain = torch.nn.Parameter(torch.full((config.out_channels,), 0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, sizes = pad_to_multiple(x, self.size_divisor)
         y = self.net(xp)
         if self.residual:
-            y = xp + y
+            y = xp + self.res_gain.view(1, -1, *([1] * (y.ndim - 2))) * y
         return crop_to(y, sizes)
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:
