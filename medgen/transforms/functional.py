@@ -399,20 +399,27 @@ def bias_field(img, *, seed: int, degree: int, coeffs: Sequence[float]):
 
 
 # --- slice thickness ------------------------------------------------------------------------------
-def _profile_kernel(factor: float, profile: str) -> np.ndarray:
+def _profile_weights(n: int, centres: np.ndarray, factor: float, profile: str) -> np.ndarray:
+    """``(len(centres), n)`` weights: row ``m`` is the slice profile centred at ``centres[m]``
+    integrated over each old voxel ``[i - 1/2, i + 1/2]``; profile mass beyond the volume goes to
+    the edge slices (replicate padding), so every row sums to 1 and constants stay constant."""
     if profile == "gaussian":
-        sigma = factor / (2 * math.sqrt(2 * math.log(2)))  # FWHM = factor (voxels)
-        r = max(1, int(math.ceil(3 * sigma)))
-        x = np.arange(-r, r + 1, dtype=np.float64)
-        k = np.exp(-0.5 * (x / sigma) ** 2)
+        from scipy.special import erf
+
+        s = factor / (2 * math.sqrt(2 * math.log(2))) * math.sqrt(2)  # FWHM = factor voxels
+
+        def cdf(x):
+            return 0.5 * (1 + erf(x / s))
     elif profile == "rect":
-        # box of width `factor` voxels centred on 0, partial weights at the ends for fractional widths
-        r = int(math.ceil(factor / 2))
-        x = np.arange(-r, r + 1, dtype=np.float64)
-        k = np.clip(np.minimum(x + 0.5, factor / 2) - np.maximum(x - 0.5, -factor / 2), 0, None)
+        def cdf(x):
+            return np.clip((x + factor / 2) / factor, 0.0, 1.0)
     else:
         raise ValueError(f"unknown slice profile '{profile}' (gaussian or rect)")
-    return k / k.sum()
+    edges = np.arange(n + 1, dtype=np.float64)[None, :] - 0.5 - centres[:, None]
+    c = cdf(edges)
+    c[:, 0] = 0.0  # replicate padding: everything left of the volume belongs to slice 0
+    c[:, -1] = 1.0  # ... and everything right of it to slice n - 1
+    return np.diff(c, axis=1)
 
 
 def _interp_axis(x: torch.Tensor, axis: int, pos: np.ndarray) -> torch.Tensor:
@@ -434,34 +441,30 @@ def thick_slice(img, *, seed: int, factor: float, axis: int = -1, profile: str =
                 resample: str = "thick"):
     """Simulate thick slices along one spatial ``axis``.
 
-    The image is convolved along ``axis`` with a slice profile of FWHM ``factor`` voxels (Gaussian
-    or rectangular, replicate padding), then sampled on the thick grid: thick slice ``m`` is
-    centred at old index ``m * factor + (factor - 1) / 2`` (``floor(n / factor)`` slices). With
-    ``resample="original"`` it is brought back to the original grid by linear interpolation (same
-    shape, blurred and aliased like an upsampled thick acquisition).
+    Thick slice ``m`` is centred at old index ``c_m = m * factor + (factor - 1) / 2``
+    (``floor(n / factor)`` slices) and is the average of the thin slices weighted by the slice
+    profile - Gaussian or rectangular with FWHM = ``factor`` voxels (= the thick spacing) -
+    integrated over each thin voxel. A rectangular profile with an integer factor is exactly the
+    mean of ``factor`` adjacent slices. With ``resample="original"`` the thick slices are brought
+    back to the original grid by linear interpolation (same shape, blurred along ``axis`` only).
 
     Returns the image and, for ``resample="thick"``, the geometry record (spacing along ``axis``
-    multiplied by ``factor``) so callers can fix the affine (:func:`apply_geometry`; a MetaTensor's
-    affine is updated here).
+    multiplied by ``factor``, origin moved to ``c_0``) so callers can fix the affine
+    (:func:`apply_geometry`; a MetaTensor's affine is updated here).
     """
-    import torch.nn.functional as F
-
     t = _as_tensor(img)
     nsp = _spatial(t)
     a = _axis(axis, nsp)
     f = float(factor)
     if f < 1:
         raise ValueError("thick-slice factor must be >= 1")
-    kern = torch.as_tensor(_profile_kernel(f, profile), dtype=torch.float32, device=t.device)
-    r = (len(kern) - 1) // 2
     moved = torch.movedim(t, a + 1, -1)
-    flat = moved.reshape(-1, 1, moved.shape[-1])
-    blurred = F.conv1d(F.pad(flat, (r, r), mode="replicate"), kern.view(1, 1, -1))
-    blurred = blurred.reshape(moved.shape)
     n = moved.shape[-1]
     m = max(1, int(math.floor(n / f)))
     centres = np.arange(m, dtype=np.float64) * f + (f - 1) / 2
-    thick = _interp_axis(blurred, -1, centres)
+    w = torch.as_tensor(_profile_weights(n, centres, f, profile), dtype=torch.float32,
+                        device=t.device)
+    thick = torch.matmul(moved, w.T)  # (..., m)
     if resample == "thick":
         out = torch.movedim(thick, -1, a + 1)
         scale = [1.0] * nsp
@@ -469,8 +472,7 @@ def thick_slice(img, *, seed: int, factor: float, axis: int = -1, profile: str =
         scale[a], offset[a] = f, (f - 1) / 2
         geometry = {"index_scale": scale, "index_offset": offset}
     elif resample == "original":
-        # back to the original positions: fractional thick index of old slice i
-        pos = (np.arange(n, dtype=np.float64) - (f - 1) / 2) / f
+        pos = (np.arange(n, dtype=np.float64) - (f - 1) / 2) / f  # thick index of thin slice i
         out = torch.movedim(_interp_axis(thick, -1, pos), -1, a + 1)
         geometry = None
     else:
