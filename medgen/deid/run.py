@@ -225,7 +225,7 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
                     rep.ok += 1
                 else:
                     rep.quarantined.append((rec["item"], rec["reason"]))
-                    log.warning("quarantined %s: %s", rec["item"], rec["reason"])
+                    log.info("quarantined %s: %s", rec["item"], rec["reason"])
                 if progress is not None:
                     progress(n, len(tasks))
     finally:

@@ -194,7 +194,7 @@ def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
                     for it in el.value or []:
                         walk(it, depth + 1)
                     continue
-                if vr not in TEXT | {"PN", "DA", "DT", "UI"}:
+                if vr not in TEXT | {"PN", "DA", "DT", "UI", "CS", "AS", "TM", "DS", "IS"}:
                     continue
                 vals = [str(v) for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "")]
             except Exception:
@@ -219,7 +219,7 @@ def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
                     ids.add_date(v)
                 elif vr == "UI":
                     ids.add_uid(v)
-                elif tag.is_private and len(v.strip()) < 6:
+                elif vr in ("CS", "AS", "TM", "DS", "IS") or (tag.is_private and len(v.strip()) < 6):
                     continue
                 else:
                     ids.add_string(v)
