@@ -58,7 +58,11 @@ app.command("info")(_convert.info)
 from medgen.cli import demo as _demo  # noqa: E402
 
 app.command("demo")(_demo.demo)
+from medgen.cli import train as _train  # noqa: E402
+
+app.command("train")(_train.train)
 # helpers register further groups below this line (one line each)
+from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
 
 
 def main() -> None:
