@@ -71,13 +71,13 @@ _TIME = r"(?:[T ]?(?:[01]\d|2[0-3])(?::?[0-5]\d){0,2}(?:\.\d{1,6})?(?:Z|[-+&]\d{
 _DATE_PATTERNS = [
     # DICOM DA / DT: YYYYMMDD[HH[MM[SS[.ffffff]]]][&ZZXX]
     re.compile(
-        rf"(?<![\d.]){_YEAR}{_MONTH}{_DAY}(?:[01]\d|2[0-3])?(?:[0-5]\d){{0,2}}(?:\.\d{{1,6}})?"
+        rf"(?<!\d)(?<!\d\.){_YEAR}{_MONTH}{_DAY}(?:[01]\d|2[0-3])?(?:[0-5]\d){{0,2}}(?:\.\d{{1,6}})?"
         rf"(?:[+&-]\d{{4}})?(?!\d)"
     ),
     # ISO 8601 and Y/M/D with separators
-    re.compile(rf"(?<![\d.]){_YEAR}([-/.]){_MONTH}\1{_DAY}{_TIME}(?!\d)"),
+    re.compile(rf"(?<!\d)(?<!\d\.){_YEAR}([-/.]){_MONTH}\1{_DAY}{_TIME}(?!\d)"),
     # D/M/Y or M/D/Y with separators
-    re.compile(rf"(?<![\d.])(?:0?[1-9]|[12]\d|3[01])([-/.])(?:0?[1-9]|[12]\d|3[01])\1{_YEAR}(?!\d)"),
+    re.compile(rf"(?<!\d)(?<!\d\.)(?:0?[1-9]|[12]\d|3[01])([-/.])(?:0?[1-9]|[12]\d|3[01])\1{_YEAR}(?!\d)"),
 ]
 
 # DICOM PN: at least one letter-led component before a caret; up to 3 space-separated words either
@@ -86,7 +86,7 @@ _PERSON_NAME = re.compile(
     r"(?:[A-Za-z][\w'\-.]* ){0,3}[A-Za-z][\w'\-.]*\^(?=[A-Za-z'^]|\s|$)[\w'\-.^]*(?: [A-Za-z][\w'\-.^]*){0,3}"
 )
 
-_UID = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9]\d*)){3,}(?![\w.])")
+_UID = re.compile(r"(?<![0-9A-Za-z])(?<!\d\.)[0-2](?:\.(?:0|[1-9]\d*)){3,}(?![0-9A-Za-z])(?!\.\d)")
 _ALLOWED_UID_ROOT = "2.25."
 
 # absolute paths: POSIX (after start, whitespace, quote, '=', ':' or '('), ~user, Windows drive

@@ -114,7 +114,8 @@ class Run:
     """
 
     def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, tracking_uri: str,
-                 guard: PHIGuard, run_name: str):
+                 guard: PHIGuard, run_name: str, *, orig_name: str | None = None,
+                 orig_tags: Mapping[str, Any] | None = None):
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -125,6 +126,12 @@ class Run:
         self._noted_redactions = guard.redactions
         self._tmp = Path(tempfile.mkdtemp(prefix="medgen-track-"))
         self._ended = False
+        # what the caller asked to log, so a later register_identifiers can re-check it
+        self._orig_name = orig_name if orig_name is not None else run_name
+        self._sent_tags: dict[str, tuple[Any, str, str]] = {}  # orig key -> (orig value, key, value)
+        self._sent_params: dict[str, tuple[Any, str, str]] = {}
+        for k, v in (orig_tags or {}).items():
+            self._sent_tags[str(k)] = (v, self._g(k, "tag key"), self._tag_value(k, v))
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -137,8 +144,40 @@ class Run:
     # -- PHI ------------------------------------------------------------------------------------
     def register_identifiers(self, values: Iterable[Any]) -> int:
         """Values (PatientName, PatientID, AccessionNumber, original UIDs...) that must never reach
-        MLflow in this run; they are redacted wherever they appear from now on."""
-        return self.guard.register(values)
+        MLflow in this run; they are redacted wherever they appear from now on.
+
+        The run name and tags already set are re-checked and rewritten. Params cannot be changed
+        in MLflow once logged: if one already holds a newly registered value, PHIError is raised
+        (the run then ends FAILED). Register identifiers first (``start_run(identifiers=...)``).
+        Returns how many patterns were added.
+        """
+        from mlflow.entities import RunTag
+
+        n = self.guard.register(values)
+        if not n:
+            return n
+        new_name = self._g(self._orig_name, "run name")
+        if new_name != self.run_name:
+            retry(lambda: self.client.update_run(self.run_id, name=new_name))
+            self.run_name = new_name
+        fix: list[RunTag] = []
+        for ok, (ov, sk, sv) in list(self._sent_tags.items()):
+            nk, nv = self._g(ok, "tag key"), self._tag_value(ok, ov)
+            if nk != sk:
+                retry(lambda k=sk: self.client.delete_tag(self.run_id, k))
+            if (nk, nv) != (sk, sv):
+                fix.append(RunTag(nk, nv))
+                self._sent_tags[ok] = (ov, nk, nv)
+        if fix:
+            retry(lambda: self.client.log_batch(self.run_id, tags=fix))
+        stale = [sk for ok, (ov, sk, sv) in self._sent_params.items()
+                 if (self._g(ok, "param key"), self._param_value(ov)) != (sk, sv)]
+        self._note_redactions()
+        if stale:
+            raise PHIError(None, f"{len(stale)} param(s) logged before these identifiers were "
+                                 f"registered hold them and cannot be changed in MLflow; register "
+                                 f"identifiers before logging (start_run(identifiers=...))")
+        return n
 
     def add_root(self, name: str, path: str | os.PathLike) -> None:
         """Log paths under ``path`` as ``$name/relative`` instead of a hashed placeholder."""
@@ -167,12 +206,22 @@ class Run:
             retry(lambda: self.client.log_batch(self.run_id, tags=tags))
 
     # -- params, tags, metrics ------------------------------------------------------------------
+    def _param_value(self, v: Any) -> str:
+        return _cut(self._g(v, "param"), MAX_PARAM_VAL_LENGTH)
+
+    def _tag_value(self, k: Any, v: Any) -> str:
+        return _cut(self._g(v, "tag", dates=not str(k).startswith(_VERSION_TAG)),
+                    MAX_TAG_VAL_LENGTH, "...")
+
     def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
         """Log params (values guarded, then cut to MLflow's limit); returns what was logged."""
         from mlflow.entities import Param
 
-        logged = {self._key(k, "param key"): _cut(self._g(v, "param"), MAX_PARAM_VAL_LENGTH)
-                  for k, v in params.items()}
+        logged = {}
+        for k, v in params.items():
+            gk, gv = self._key(k, "param key"), self._param_value(v)
+            logged[gk] = gv
+            self._sent_params.setdefault(str(k), (v, gk, gv))
         items = [Param(k, v) for k, v in logged.items()]
         for i in range(0, len(items), _BATCH_PARAMS):
             chunk = items[i:i + _BATCH_PARAMS]
@@ -184,10 +233,11 @@ class Run:
         """Set tags (keys and values guarded, values cut to MLflow's limit)."""
         from mlflow.entities import RunTag
 
-        logged = {self._key(k, "tag key"):
-                  _cut(self._g(v, "tag", dates=not str(k).startswith(_VERSION_TAG)),
-                       MAX_TAG_VAL_LENGTH, "...")
-                  for k, v in tags.items()}
+        logged = {}
+        for k, v in tags.items():
+            gk, gv = self._key(k, "tag key"), self._tag_value(k, v)
+            logged[gk] = gv
+            self._sent_tags[str(k)] = (v, gk, gv)
         items = [RunTag(k, v) for k, v in logged.items()]
         for i in range(0, len(items), _BATCH_PARAMS):
             chunk = items[i:i + _BATCH_PARAMS]
@@ -360,8 +410,8 @@ class Run:
         logged_yaml = yaml.safe_dump(safe, sort_keys=True)
         data_bytes = logged_yaml.encode("utf-8")
         name = self._write_and_upload(data_bytes, artifact_file)
-        # params from the already-guarded structure (no double placeholders)
-        params = {k: ("" if v is None else v) for k, v in flatten(safe).items() if k}
+        # params: the caller's flattened values, guarded one by one (kept for re-checks)
+        params = {k: ("" if v is None else v) for k, v in flatten(data).items() if k}
         self.log_params(params)
         self.set_tags({TAG_CONFIG_SHA256: digest,
                        TAG_CONFIG_ARTIFACT_SHA256: sha256_bytes(data_bytes)})
@@ -619,7 +669,8 @@ def start_run(experiment: str = "medgen", run_name: str | None = None, *,
     init["mlflow.user"] = "medgen"  # the OS user name is not recorded
     init["mlflow.source.name"] = "medgen"  # never the absolute path of a script
     info = retry(lambda: client.create_run(exp_id, run_name=name, tags=init)).info
-    run = Run(client, info.run_id, exp_id, uri, g, name)
+    run = Run(client, info.run_id, exp_id, uri, g, name, orig_name=run_name or name,
+              orig_tags={k: v for k, v in (tags or {}).items()})
     if g.redactions:
         run._note_redactions()
     status = "FINISHED"
