@@ -177,7 +177,7 @@ def _dummy(elem, ctx: Context):
     if vr in ("DS", "IS"):
         return "0"
     if vr == "UR":
-        return ""
+        return "urn:x-anonymized"
     if vr in ("OB", "OW", "UN", "OD", "OF", "OL", "OV"):
         return b"\x00\x00"
     if vr in ("FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"):
