@@ -38,6 +38,8 @@ def read_nifti(path: str | Path, *, name: str | None = None, check_finite: bool 
     except Exception as exc:
         raise ReadError(nm, f"truncated or unreadable NIfTI data ({type(exc).__name__})") from None
     arr = np.asarray(arr)
+    if not arr.dtype.isnative:  # big-endian files: torch and MONAI need native byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     while arr.ndim > 4 or (arr.ndim == 4 and arr.shape[3] == 1):
         if arr.shape[-1] != 1:
             raise ReadError(nm, f"unsupported NIfTI shape {arr.shape}")

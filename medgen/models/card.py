@@ -11,7 +11,7 @@ things that look like paths, DICOM UIDs, dates or e-mail addresses.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -112,8 +112,10 @@ class ModelCard(StrictModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     limitations: list[str] = Field(default_factory=list)
     medgen_version: str = Field(default_factory=lambda: __import__("medgen").__version__)
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc)
-                            .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # No wall-clock time by default: the MLflow run records when it ran, a card with a timestamp
+    # would differ byte-for-byte between identical trainings, and the tracking PHI guard (rightly)
+    # refuses date-like strings in artifacts. Callers may still set it.
+    created_at: str | None = None
     config_sha256: str | None = Field(None, pattern=_HEX64)
     weights_sha256: str | None = Field(None, pattern=_HEX64)
     ema_weights_sha256: str | None = Field(None, pattern=_HEX64)
@@ -153,8 +155,9 @@ class ModelCard(StrictModel):
 
     @field_validator("created_at")
     @classmethod
-    def _created(cls, v: str) -> str:
-        datetime.fromisoformat(v.replace("Z", "+00:00"))
+    def _created(cls, v: str | None) -> str | None:
+        if v is not None:
+            datetime.fromisoformat(v.replace("Z", "+00:00"))
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,134 @@
+"""Training data: volumes from a manifest split, cached once, patches drawn per *step*.
+
+Randomness is indexed by the training step: the patches, degradations and any torch randomness of
+step ``s`` are a pure function of ``(seed, s)``. A run resumed from a checkpoint at step ``s``
+therefore sees exactly the batches an uninterrupted run would have seen - no data-loader or RNG
+state needs to be saved - and the deterministic mode gives bit-identical weights.
+
+Volumes are read with medgen's own readers (DICOM geometry rules, rescale) into channel-first
+MONAI MetaTensors, normalised with the configured intensity mapping (recorded per volume), and
+cached with MONAI's ``CacheDataset`` (memory) or ``PersistentDataset`` (disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgen.manifest import Manifest, Record
+from medgen.train.config import TrainConfig
+
+log = logging.getLogger("medgen.train")
+
+
+def step_seed(seed: int, step: int, stream: str = "") -> int:
+    """A 31-bit seed for (seed, step, stream): independent streams, same value on every machine."""
+    h = hashlib.sha256(f"{seed}:{step}:{stream}".encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+class LoadRecordd:
+    """MONAI-style dict transform: ``{"record": id}`` -> ``{"image": MetaTensor (1, I, J, K)}``."""
+
+    def __init__(self, manifest: Manifest, allow_uneven: bool = False):
+        self.manifest = manifest
+        self.by_id = {r.id: r for r in manifest.records}
+        self.allow_uneven = allow_uneven
+
+    def __call__(self, data: dict) -> dict:
+        rec = self.by_id[data["record"]]
+        vol = self.manifest.read(rec, allow_uneven=self.allow_uneven)
+        mt = vol.to_metatensor()
+        return {**data, "image": mt.float()}
+
+
+def intensity_transform(cfg: TrainConfig):
+    from medgen.transforms import NormalizeIntensityd
+
+    n = cfg.intensity
+    kwargs = {k: v for k, v in n.model_dump().items() if v is not None}
+    return NormalizeIntensityd(keys=["image"], **kwargs)
+
+
+def volume_dataset(cfg: TrainConfig, manifest: Manifest, records: list[Record]):
+    """Cached, normalised volumes (deterministic part of the pipeline)."""
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+    from monai.transforms import Compose
+
+    tf = Compose([LoadRecordd(manifest, cfg.data.allow_uneven), intensity_transform(cfg)])
+    items = [{"record": r.id} for r in records]
+    if cfg.data.cache == "memory":
+        return CacheDataset(items, tf, cache_rate=1.0, num_workers=0, progress=False)
+    if cfg.data.cache == "disk":
+        cache_dir = Path(cfg.data.cache_dir or Path(cfg.output_dir) / "cache")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, tf, cache_dir=cache_dir)
+    return Dataset(items, tf)
+
+
+class PatchSampler:
+    """Draws the batch of a given step: random volumes, random patches, random degradation."""
+
+    def __init__(self, cfg: TrainConfig, dataset):
+        from medgen.transforms import load_preset
+
+        self.cfg = cfg
+        self.ds = dataset
+        self.n = len(dataset)
+        if self.n == 0:
+            from medgen.errors import ConfigError
+
+            raise ConfigError("data", f"no volumes in split '{cfg.data.train_split}'")
+        self.dims = cfg.model.spatial_dims
+        self.patch = list(cfg.data.patch_size)
+        self.preset = cfg.degradation.preset
+        self._degrade = load_preset(self.preset, keys="noisy", source_key="image") if self.preset else None
+
+    def _crop(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list[int]]:
+        """A random patch (C, *patch) from a (C, I, J, K) volume; 2D models get one slice."""
+        spatial = list(img.shape[1:])
+        if self.dims == 2:
+            k = int(rng.integers(0, spatial[2]))
+            img = img[..., k]
+            spatial = spatial[:2]
+        need = [max(p, s) for p, s in zip(self.patch, spatial)]
+        if need != spatial:  # pad small volumes (edge) to at least the patch size
+            pad = []
+            for p, s in reversed(list(zip(need, spatial))):
+                pad += [0, p - s]
+            img = torch.nn.functional.pad(img[None], pad, mode="replicate")[0]
+            spatial = need
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch)]
+        sl = (slice(None),) + tuple(slice(a, a + p) for a, p in zip(start, self.patch))
+        return img[sl], start
+
+    def batch(self, step: int) -> dict:
+        rng = np.random.default_rng(step_seed(self.cfg.seed, step, "patches"))
+        clean, noisy, records = [], [], []
+        for b in range(self.cfg.data.batch_size):
+            idx = int(rng.integers(0, self.n))
+            img = torch.as_tensor(self.ds[idx]["image"]).float()
+            patch, start = self._crop(img.as_tensor() if hasattr(img, "as_tensor") else img, rng)
+            if self._degrade is not None:
+                self._degrade.set_random_state(seed=step_seed(self.cfg.seed, step, f"degrade{b}"))
+                s = self._degrade({"image": patch})
+                n = torch.as_tensor(s["noisy"]).float()
+                records.append(s.get("degradations", []))
+            else:
+                n = patch.clone()
+                records.append([])
+            clean.append(patch)
+            noisy.append(n.as_tensor() if hasattr(n, "as_tensor") else n)
+        return {"clean": torch.stack(clean), "noisy": torch.stack(noisy), "degradations": records}
+
+    def degrade_volume(self, img: torch.Tensor, index: int) -> torch.Tensor:
+        """The fixed validation degradation of volume ``index`` (same for every validation)."""
+        if self._degrade is None:
+            return img.clone()
+        self._degrade.set_random_state(seed=step_seed(self.cfg.seed, index, "val"))
+        out = self._degrade({"image": img})["noisy"]
+        return torch.as_tensor(out).float()
