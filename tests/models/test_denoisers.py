@@ -23,21 +23,25 @@ def test_forward_backward_shapes_and_speed(tiny_cfg):
     x = _batch(tiny_cfg)
     warm = model(x)  # first call pays torch's lazy kernel set-up; time the steady state
     (warm[0] if isinstance(warm, tuple) else warm).mean().backward()
-    model.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
-    out = model(x)
+    timings = []
+    for _ in range(3):  # best of 3: other test processes share the 2 CPU cores
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        out = model(x)
+        if tiny_cfg.name == "vae":
+            rec, mu, sigma = out
+            loss = reconstruction_loss(rec, x) + 1e-3 * kl_divergence(mu, sigma)
+        else:
+            rec = out
+            loss = reconstruction_loss(rec, x, "l2")
+        loss.backward()
+        timings.append(time.perf_counter() - t0)
+    elapsed = min(timings)
     if tiny_cfg.name == "vae":
-        rec, mu, sigma = out
         lat = [s // tiny_cfg.size_divisor() for s in tiny_cfg.patch_size]
         assert mu.shape == sigma.shape == (2, tiny_cfg.latent_channels, *lat)
         assert (sigma > 0).all()
-        loss = reconstruction_loss(rec, x) + 1e-3 * kl_divergence(mu, sigma)
-    else:
-        rec = out
-        loss = reconstruction_loss(rec, x, "l2")
     assert rec.shape == x.shape
-    loss.backward()
-    elapsed = time.perf_counter() - t0
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
@@ -141,3 +145,14 @@ def test_vae_loss_plain_and_masked():
     assert total_m.item() == pytest.approx(1.0)
     with pytest.raises(RuntimeError):
         loss_fn.discriminator_loss(rec, tgt)
+
+
+def test_predict_plugs_into_monai_sliding_window(tiny_cfg):
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg)
+    vol = torch.randn((1, tiny_cfg.in_channels, *[int(s * 1.5) + 1 for s in tiny_cfg.patch_size]))
+    out = sliding_window_inference(vol, tiny_cfg.patch_size, 2, lambda t: predict(model, t),
+                                   overlap=0.25, mode="gaussian")
+    assert out.shape == vol.shape and torch.isfinite(out).all()
