@@ -136,8 +136,8 @@ def load_preset(name_or_path: str | os.PathLike, keys=("noisy",), source_key: st
     seed : int, optional
         Seeds the pipeline (``Compose.set_random_state``) for reproducible sampling.
     overrides : list of str, optional
-        ``--set``-style overrides, e.g. ``["degradations.0.params.sigma=0.02"]`` is not supported
-        for list items; use ``["description=..."]`` style keys or write a YAML file.
+        ``--set``-style ``key=value`` overrides of the preset's top-level mapping keys (list items
+        cannot be addressed; write a YAML file for other variants).
 
     Returns
     -------

@@ -325,3 +325,14 @@ def test_relative_noise_level_recorded_as_absolute_sigma():
     sigma = s["degradations"][0]["params"]["sigma"]
     assert 0.05 * 100 < sigma < 0.05 * 1001
     assert np.array_equal(replay(s, img), s["x"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(DEGRADATIONS.names()))
+def test_cuda_tensors_stay_on_device_and_replay(name):
+    img = torch.as_tensor(_input_for(name, 3)).cuda()
+    t = RandDegradationd("x", name, params=FAST.get(name))
+    t.set_random_state(1)
+    s = t({"x": img})
+    assert s["x"].is_cuda
+    assert torch.equal(replay(s, img), s["x"])
