@@ -399,7 +399,8 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu", *,
     expected = card.ema_weights_sha256 if which == "ema" else card.weights_sha256
     if verify and expected and state_dict_sha256(sd) != expected:
         raise ReadError(f"{where}/{path.name}", "weights do not match the digest in card.json")
-    model = build_model(cfg)
+    with torch.random.fork_rng(devices=[]):  # building must not shift the caller's RNG stream
+        model = build_model(cfg)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
