@@ -31,6 +31,7 @@ from medgen.deid.engine import (
     file_kind,
     safe_reason,
 )
+from medgen.deid.verifier import quiet_pydicom
 from medgen.keys import Key
 from medgen.utils.atomic import atomic_path
 from medgen.utils.hashing import sha256_file
@@ -121,6 +122,12 @@ def map_name(rel: Path, tokens: set[str], key: Key) -> Path:
 
 
 def _process(task: tuple[int, str, str, str]) -> dict[str, Any]:
+    # pydicom's own warnings quote header values (PHI): silence them while a file is processed
+    with quiet_pydicom():
+        return _process_one(task)
+
+
+def _process_one(task: tuple[int, str, str, str]) -> dict[str, Any]:
     idx, src_s, dst_s, item = task
     src, dst = Path(src_s), Path(dst_s)
     key, options = _W["key"], _W["options"]
@@ -154,7 +161,8 @@ def _process(task: tuple[int, str, str, str]) -> dict[str, Any]:
 
 
 def _names(path_str: str) -> list[str]:
-    return _tokens(path_str)
+    with quiet_pydicom():
+        return _tokens(path_str)
 
 
 def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), workers: int = 1,

@@ -13,8 +13,11 @@ Findings name a file (relative to the output root), a tag and a rule - never a v
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,20 @@ PSEUDO = re.compile(r"^[0-9A-F]{16}$")
 META_OK = {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
 TEXT = {"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR"}
 AUDIT_DIR = "_deid"
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """pydicom's warnings quote header values (PHI): silence its logger and warnings here."""
+    plog = logging.getLogger("pydicom")
+    old = plog.level
+    plog.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        plog.setLevel(old)
 
 
 def _compact(s: str) -> str:
@@ -502,8 +519,11 @@ def verify(dst: str | Path, original: str | Path | None = None,
     original : the input folder (or file); enables the identifier search and file-name check.
     options : the de-identification options the outputs were made with.
     """
-    options = tuple(sorted(set(options)))
-    dst = Path(dst)
+    with quiet_pydicom():
+        return _verify(Path(dst), original, tuple(sorted(set(options))))
+
+
+def _verify(dst: Path, original, options: tuple[str, ...]) -> VerifyReport:
     ids = None
     if original is not None:
         o = Path(original)

@@ -1,0 +1,48 @@
+"""Every pydicom test file and every pydicom-data file: a re-readable output or a one-line reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_files
+
+from medgen.deid import deidentify, verify
+from medgen.utils.hashing import sha256_file
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+
+def test_all_pydicom_and_pydicom_data_files(tmp_path, key, pydicom_files, pydicom_data_dir):
+    listed = {Path(p).resolve() for p in get_testdata_files()}
+    roots = (pydicom_files.resolve(), pydicom_data_dir.resolve())
+    assert listed and all(any(r in p.parents for r in roots) for p in listed)  # all covered
+    assert (pydicom_files / "dicomdirtests").is_dir()
+    total_ok = 0
+    for n, src in enumerate([pydicom_files, pydicom_data_dir]):
+        before = _hashes(src)
+        dst = tmp_path / f"out{n}"
+        rep = deidentify(src, dst, key=key, workers=2)
+        assert _hashes(src) == before  # inputs never modified
+        lines = [json.loads(x) for x in (dst / "_deid" / "audit.jsonl").read_text().splitlines()]
+        assert len(lines) == rep.ok + len(rep.quarantined)
+        assert len(lines) >= len([k for k in before if not k.endswith(".img")])
+        for rec in lines:
+            if rec["status"] == "ok":
+                out = dst / rec["item"]
+                ds = pydicom.dcmread(out) if rec["kind"] == "dicom" else None
+                if ds is not None:
+                    assert ds.PatientIdentityRemoved == "YES"
+                    if "PixelData" in ds:
+                        assert len(ds.PixelData) > 0  # pixels travel (some inputs are truncated)
+                assert rec["out_sha256"] == sha256_file(out)
+            else:
+                reason = rec["reason"]
+                assert reason and "\n" not in reason and len(reason) < 200
+        assert rep.exit_code == (3 if rep.quarantined else 0)
+        total_ok += rep.ok
+        assert verify(dst).ok  # the outputs pass the independent verifier as a whole
+    assert total_ok > 120
