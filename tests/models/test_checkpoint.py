@@ -68,9 +68,8 @@ def test_round_trip_identical_outputs(tiny_cfg, card_dict, tmp_path, no_pickle):
 
     torch.manual_seed(123)
     loaded, cfg, card = load_checkpoint(ck)
-    assert torch.equal(torch.rand(3), torch.Generator().manual_seed(123) and
-                       torch.rand(3, generator=torch.Generator().manual_seed(123))), \
-        "loading leaves the global RNG stream alone"
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(123))
+    assert torch.equal(torch.rand(3), expected), "loading leaves the global RNG stream alone"
     assert cfg == tiny_cfg and isinstance(card, ModelCard)
     assert not loaded.training
     assert torch.equal(predict(loaded, x), ref)
