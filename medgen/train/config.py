@@ -62,7 +62,7 @@ class CardConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     version: Literal[1] = 1
-    task: Literal["denoise"] = "denoise"
+    task: str = Field("denoise", description="registered training task (medgen.train.tasks)")
     mode: Literal["supervised", "self-supervised"] = "supervised"
     seed: int = 0
     deterministic: bool = Field(False, description="same seed + data on CPU -> identical weights")
@@ -75,7 +75,7 @@ class TrainConfig(StrictModel):
     blindspot: BlindSpotConfig = Field(default_factory=BlindSpotConfig)
     data: DataConfig
     degradation: DegradationConfig = Field(default_factory=DegradationConfig)
-    intensity: IntensityNorm = Field(default_factory=IntensityNorm)
+    intensity: IntensityNorm = Field(default_factory=lambda: IntensityNorm(mode="percentile", lower=0.5, upper=99.5))
     optim: OptimConfig = Field(default_factory=OptimConfig)
     val: ValConfig = Field(default_factory=ValConfig)
     tracking: TrackConfig = Field(default_factory=TrackConfig)

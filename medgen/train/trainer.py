@@ -22,7 +22,7 @@ import torch
 from medgen.config.load import dump_config
 from medgen.manifest import Manifest
 from medgen.train.config import TrainConfig
-from medgen.train.data import PatchSampler, step_seed, volume_dataset
+from medgen.train.data import step_seed, volume_dataset
 from medgen.utils.hashing import sha256_bytes
 
 log = logging.getLogger("medgen.train")
@@ -89,9 +89,11 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 class Trainer:
+    """Owns what every task shares; the task (``cfg.task``) owns models, losses and metrics."""
+
     def __init__(self, cfg: TrainConfig, *, run_name: str | None = None, resume: bool = False,
                  quiet: bool = False, progress: Callable | None = None):
-        from medgen.models import build_model
+        from medgen.train.tasks import TASKS
 
         self.cfg = cfg
         self.rank, self.local_rank, self.world = _dist_info()
@@ -114,7 +116,8 @@ class Trainer:
         self.resume = resume
 
         self.manifest = Manifest.load(cfg.data.manifest, cfg.data.root)
-        self.train_records = self.manifest.split(cfg.data.train_split) if cfg.data.train_split else list(self.manifest)
+        self.train_records = (self.manifest.split(cfg.data.train_split) if cfg.data.train_split
+                              else list(self.manifest))
         if cfg.data.max_volumes:
             self.train_records = self.train_records[: cfg.data.max_volumes]
         self.val_records = self.manifest.split(cfg.data.val_split) if cfg.data.val_split else []
@@ -122,34 +125,27 @@ class Trainer:
             self.val_records = self.val_records[: cfg.val.max_volumes]
 
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-        self.model = build_model(cfg.model).to(self.device)
-        self.is_vae = cfg.model.name == "vae"
-        if self.is_vae:
-            from medgen.models.denoise.losses import DenoiseVAELoss
-
-            self.loss_fn = DenoiseVAELoss(cfg.loss, cfg.model.spatial_dims, cfg.model.in_channels).to(self.device)
-        else:
-            self.loss_fn = None
-        self.masker = None
-        if cfg.mode == "self-supervised":
-            from medgen.models.denoise.blindspot import BlindSpotMasker
-
-            self.masker = BlindSpotMasker(cfg.blindspot)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
-                                     weight_decay=cfg.optim.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_lambda(cfg))
-        self.d_opt = None
-        if self.loss_fn is not None and self.loss_fn.uses_adversarial:
-            self.d_opt = torch.optim.AdamW(self.loss_fn.discriminator.parameters(), lr=cfg.optim.lr)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.ddp_model = self.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.task = TASKS.get(cfg.task)(self)
+        self.task.build()
+        self.model = self.task.model
+        self._wrapped: dict[int, torch.nn.Module] = {}
         self.step = 0
         self.best_metric = -float("inf")
-        self.history: dict[str, float] = {}
+
+    def make_scheduler(self, opt: torch.optim.Optimizer):
+        """Warm-up + cosine decay over ``optim.max_steps`` (what every task uses by default)."""
+        return torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(self.cfg))
+
+    def wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` wrapped in DistributedDataParallel under torchrun, else itself."""
+        if self.world == 1:
+            return module
+        if id(module) not in self._wrapped:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._wrapped[id(module)] = DDP(module, device_ids=ids)
+        return self._wrapped[id(module)]
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _card(self, metrics: dict[str, float], run_id: str | None):
@@ -157,196 +153,113 @@ class Trainer:
 
         spacings = [r.spacing for r in self.train_records]
         expected = [float(np.median([s[i] for s in spacings])) for i in range(3)] if spacings else None
-        lineage = {"train_config_sha256": self.config_sha256}
-        if self.cfg.degradation.preset:
-            lineage["degradation_preset"] = Path(self.cfg.degradation.preset).stem
-        lineage["mode"] = self.cfg.mode
-        return ModelCard(
-            model_name=self.cfg.model.name, task="denoise", intended_use=self.cfg.card.intended_use,
-            modality=self.cfg.card.modality, expected_spacing_mm=expected,
-            intensity=self.cfg.intensity, patch_size=list(self.cfg.data.patch_size),
-            training_manifest_sha256=self.manifest.digest,
-            metrics={k: float(v) for k, v in metrics.items() if math.isfinite(v)},
-            limitations=self.cfg.card.limitations, mlflow_run_id=run_id, lineage=lineage)
+        fields = self.task.card_fields()
+        lineage = {"train_config_sha256": self.config_sha256, **fields.pop("lineage", {})}
+        card = {
+            "model_name": self.cfg.model.name, "task": self.task.card_task,
+            "intended_use": self.cfg.card.intended_use, "modality": self.cfg.card.modality,
+            "expected_spacing_mm": expected, "intensity": self.cfg.intensity,
+            "patch_size": list(self.cfg.data.patch_size),
+            "training_manifest_sha256": self.manifest.digest,
+            "metrics": {k: float(v) for k, v in metrics.items() if math.isfinite(v)},
+            "limitations": self.cfg.card.limitations, "mlflow_run_id": run_id, "lineage": lineage,
+        }
+        card.update(fields)
+        return ModelCard(**card)
 
     def save(self, which: str, metrics: dict[str, float], run_id: str | None) -> Path:
         from medgen.models import capture_rng_state, save_checkpoint
 
+        task = self.task
         extra = {"step": self.step, "best_metric": self.best_metric,
-                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-                 "rng": capture_rng_state(), "config_sha256": self.config_sha256}
-        opt_state = {"model": self.opt.state_dict()}
-        if self.d_opt is not None:
-            opt_state["discriminator"] = self.d_opt.state_dict()
-            extra["discriminator"] = self.loss_fn.discriminator.state_dict()
+                 "schedulers": {k: v.state_dict() for k, v in task.schedulers.items()},
+                 "scaler": task.scaler.state_dict(), "rng": capture_rng_state(),
+                 "config_sha256": self.config_sha256,
+                 "modules": {k: m.state_dict() for k, m in task.extra_modules().items()},
+                 "task": task.extra_state()}
+        opt_state = {k: o.state_dict() for k, o in task.optimizers.items()}
         path = self.run_dir / "checkpoints" / which
         save_checkpoint(path, self.model, card=self._card(metrics, run_id), extra_state=extra,
-                        optimizer_state=opt_state)
+                        optimizer_state=opt_state, ema=task.ema)
         return path
 
     def load_last(self) -> bool:
-        from medgen.models import load_train_state, read_state_dict
+        from medgen.models import load_ema_state, load_train_state, read_state_dict
 
         last = self.run_dir / "checkpoints" / "last"
         if not (last / "model.safetensors").exists():
             return False
         state = load_train_state(last, self.device)
-        if state["extra"].get("config_sha256") != self.config_sha256:
+        extra = state["extra"]
+        if extra.get("config_sha256") != self.config_sha256:
             from medgen.errors import ConfigError
 
             raise ConfigError(self.run_name, "cannot resume: the config differs from the checkpoint's")
+        task = self.task
         self.model.load_state_dict(read_state_dict(last / "model.safetensors", self.device))
-        self.opt.load_state_dict(state["optimizer"]["model"])
-        self.sched.load_state_dict(state["extra"]["scheduler"])
-        self.scaler.load_state_dict(state["extra"]["scaler"])
-        if self.d_opt is not None:
-            self.d_opt.load_state_dict(state["optimizer"]["discriminator"])
-            self.loss_fn.discriminator.load_state_dict(state["extra"]["discriminator"])
-        self.step = int(state["extra"]["step"])
-        self.best_metric = float(state["extra"]["best_metric"])
+        for k, o in task.optimizers.items():
+            o.load_state_dict(state["optimizer"][k])
+        for k, sch in task.schedulers.items():
+            sch.load_state_dict(extra["schedulers"][k])
+        task.scaler.load_state_dict(extra["scaler"])
+        for k, m in task.extra_modules().items():
+            m.load_state_dict(extra["modules"][k])
+        if task.ema is not None:
+            ema_sd = load_ema_state(last, self.device)
+            target = getattr(task.ema, "module", task.ema)
+            target.load_state_dict(ema_sd)
+            if hasattr(task.ema, "n_averaged"):
+                task.ema.n_averaged.fill_(int(extra.get("task", {}).get("ema_n", self.step)))
+        task.load_extra_state(extra.get("task", {}))
+        self.step = int(extra["step"])
+        self.best_metric = float(extra["best_metric"])
         log.info("resumed %s at step %d", self.run_name, self.step)
         return True
-
-    # --- one step --------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float]:
-        cfg = self.cfg
-        torch.manual_seed(step_seed(cfg.seed, self.step, "torch"))  # VAE sampling etc.: per-step
-        noisy = batch["noisy"].to(self.device)
-        clean = batch["clean"].to(self.device)
-        mask = None
-        if self.masker is not None:
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "blindspot"))
-            inp, mask = self.masker(noisy.cpu(), gen)
-            inp, mask, target = inp.to(self.device), mask.to(self.device), noisy
-        else:
-            inp, target = noisy, clean
-        self.model.train()
-        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
-        parts: dict[str, float] = {}
-        with ctx:
-            out = self.ddp_model(inp)
-            if self.is_vae:
-                rec, mu, sigma = out
-                loss, parts = self.loss_fn(rec.float(), target, mu, sigma, mask=mask)
-            else:
-                rec = out
-                if mask is not None:
-                    loss = self.masker.loss(rec.float(), target, mask)
-                else:
-                    loss = torch.nn.functional.l1_loss(rec.float(), target)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.optim.grad_clip:
-            self.scaler.unscale_(self.opt)
-            gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            parts["grad_norm"] = float(gn)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
-        if self.d_opt is not None:
-            d_loss = self.loss_fn.discriminator_loss(rec.float(), clean)
-            self.d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.d_opt.step()
-            parts["d_loss"] = float(d_loss.detach())
-        parts["loss"] = float(loss.detach())
-        parts["lr"] = float(self.sched.get_last_lr()[0])
-        return parts
-
-    # --- validation ------------------------------------------------------------------------
-    @torch.no_grad()
-    def validate(self, val_ds, sampler: PatchSampler, run=None) -> dict[str, float]:
-        from monai.inferers import sliding_window_inference
-        from monai.metrics import PSNRMetric, SSIMMetric
-
-        from medgen.models import predict
-
-        cfg = self.cfg
-        dims = cfg.model.spatial_dims
-        psnr_out, psnr_in, ssim_out, ssim_in = [], [], [], []
-        grid = None
-        for i in range(len(val_ds)):
-            clean = torch.as_tensor(val_ds[i]["image"]).float()
-            clean = clean.as_tensor() if hasattr(clean, "as_tensor") else clean
-            noisy = sampler.degrade_volume(clean, i)
-            if dims == 2:  # slice-wise: the slices become the batch
-                x = noisy.permute(3, 0, 1, 2)
-                y = clean.permute(3, 0, 1, 2)
-            else:
-                x, y = noisy[None], clean[None]
-            roi = [min(p, s) for p, s in zip(cfg.data.patch_size, x.shape[2:])]
-            ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
-            with ctx:
-                den = sliding_window_inference(
-                    x.to(self.device), roi, cfg.val.sw_batch_size,
-                    lambda t: predict(self.model, t), overlap=cfg.val.overlap, mode="gaussian",
-                ).float().cpu()
-            rng = float(y.max() - y.min()) or 1.0
-            psnr = PSNRMetric(max_val=rng)
-            psnr_out.append(float(psnr(den, y).mean()))
-            psnr_in.append(float(psnr(x, y).mean()))
-            win = max(3, min(7, *[s if s % 2 else s - 1 for s in y.shape[2:]]))
-            ssim = SSIMMetric(spatial_dims=dims, data_range=rng, win_size=win)
-            ssim_out.append(float(ssim(den, y).mean()))
-            ssim_in.append(float(ssim(x, y).mean()))
-            if grid is None and cfg.val.images and run is not None:
-                if dims == 2:
-                    def vol(t):
-                        return t[:, 0].permute(1, 2, 0).numpy()
-                else:
-                    def vol(t):
-                        return t[0, 0].numpy()
-                grid = {"noisy": vol(x), "denoised": vol(den), "clean": vol(y),
-                        "difference": vol(den - y)}
-        m = {"val/psnr": float(np.mean(psnr_out)), "val/ssim": float(np.mean(ssim_out)),
-             "val/psnr_noisy": float(np.mean(psnr_in)), "val/ssim_noisy": float(np.mean(ssim_in))}
-        m["val/psnr_gain"] = m["val/psnr"] - m["val/psnr_noisy"]
-        if grid is not None:
-            run.log_figure_grid(grid, name="val", step=self.step)
-        return m
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> TrainResult:
         cfg = self.cfg
+        task = self.task
         if self.resume:
             self.load_last()
         train_ds = volume_dataset(cfg, self.manifest, self.train_records)
         val_ds = volume_dataset(cfg, self.manifest, self.val_records) if self.val_records else None
-        sampler = PatchSampler(cfg, train_ds)
-        run_ctx = self._run_ctx()
+        sampler = task.sampler(train_ds)
         t_start = time.perf_counter()
         stopped = False
         metrics: dict[str, float] = {}
-        with run_ctx as run:
+        with self._run_ctx() as run:
             run_id = getattr(run, "run_id", None)
             if run is not None and self.step == 0:
                 run.log_config(cfg)
                 run.log_manifest(self.manifest.digest, role="train")
                 run.log_lineage({"seed": cfg.seed})
-                run.set_tags({"medgen.task": "denoise", "medgen.mode": cfg.mode,
+                run.set_tags({"medgen.task": cfg.task, "medgen.mode": cfg.mode,
                               "medgen.model": cfg.model.name, "medgen.resumed": "false"})
             elif run is not None:
                 run.set_tags({"medgen.resumed": "true", "medgen.resumed_at_step": self.step})
             t_last, n_last = time.perf_counter(), self.step
             while self.step < cfg.optim.max_steps:
+                # randomness of this step is a pure function of (seed, step): exact resume
+                torch.manual_seed(step_seed(cfg.seed, self.step * self.world + self.rank, "torch"))
                 batch = sampler.batch(self.step * self.world + self.rank)
-                parts = self.train_step(batch)
+                parts = task.train_step(batch, self.step)
                 self.step += 1
                 now = time.perf_counter()
                 if self.is_main:
                     sps = (self.step - n_last) / max(1e-9, now - t_last)
                     if self.progress:
-                        self.progress(self.step, cfg.optim.max_steps, parts["loss"], sps)
+                        self.progress(self.step, cfg.optim.max_steps, parts.get("loss", float("nan")), sps)
                     if run is not None:
                         run.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=self.step)
                 val_due = val_ds is not None and (self.step % cfg.val.every_steps == 0
                                                   or self.step == cfg.optim.max_steps)
                 if self.is_main and val_due:
-                    metrics = self.validate(val_ds, sampler, run)
+                    metrics = task.validate(val_ds, sampler, run, self.step)
                     if run is not None:
                         run.log_metrics(metrics, step=self.step)
-                    if metrics["val/psnr"] > self.best_metric:
-                        self.best_metric = metrics["val/psnr"]
+                    if metrics[task.val_metric] > self.best_metric:
+                        self.best_metric = metrics[task.val_metric]
                         self.save("best", metrics, run_id)
                 budget = cfg.optim.time_budget_s
                 out_of_time = budget is not None and now - t_start > budget
@@ -366,7 +279,7 @@ class Trainer:
                 run.set_tags({"medgen.weights_sha256": wsha, "medgen.stopped_early": str(stopped).lower()})
                 if not stopped:  # what inference needs; resume state stays beside the run on disk
                     for name, ck in (("last", last), ("best", best)):
-                        for f in ("model.safetensors", "config.json", "card.json"):
+                        for f in ("model.safetensors", "ema.safetensors", "config.json", "card.json"):
                             if (ck / f).exists():
                                 run.log_artifact(ck / f, f"checkpoints/{name}")
         return TrainResult(self.run_dir, best if best.exists() else None, last, self.step,
@@ -382,6 +295,5 @@ class Trainer:
                          tracking_uri=self.cfg.tracking.tracking_uri, roots=roots)
 
 
-def train(cfg: TrainConfig, **kwargs) -> TrainResult:
-    return Trainer(cfg, **{k: v for k, v in kwargs.items() if k != "stop_after"}).fit(
-        stop_after=kwargs.get("stop_after"))
+def train(cfg: TrainConfig, *, stop_after: int | None = None, **kwargs) -> TrainResult:
+    return Trainer(cfg, **kwargs).fit(stop_after=stop_after)

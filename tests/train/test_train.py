@@ -1,0 +1,65 @@
+"""Tiny trainings in seconds: every model, determinism, exact resume, self-supervised mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from medgen.errors import ConfigError
+from medgen.train.trainer import Trainer, train
+
+
+@pytest.mark.parametrize("model,dims", [("unet", 3), ("vae", 3), ("unet", 2), ("vae", 2)])
+def test_tiny_models_train(phantom_manifest, tmp_path, tiny_config, model, dims):
+    cfg = tiny_config(phantom_manifest, tmp_path, model, dims, **{"optim.max_steps": 3})
+    res = train(cfg)
+    assert res.step == 3 and (res.last / "model.safetensors").exists()
+    assert res.best is not None and "val/psnr" in res.metrics
+    files = {p.name for p in res.last.iterdir()}
+    assert {"model.safetensors", "config.json", "card.json"} <= files
+    assert not any(p.suffix in (".pt", ".pth", ".pkl", ".ckpt") for p in res.last.iterdir())
+
+
+def test_deterministic_same_weights_hash(phantom_manifest, tmp_path, tiny_config):
+    a = train(tiny_config(phantom_manifest, tmp_path / "a", "vae"))
+    b = train(tiny_config(phantom_manifest, tmp_path / "b", "vae"))
+    c = train(tiny_config(phantom_manifest, tmp_path / "c", "vae", seed=1))
+    assert a.weights_sha256 == b.weights_sha256
+    assert a.weights_sha256 != c.weights_sha256
+
+
+def test_resume_equals_uninterrupted(phantom_manifest, tmp_path, tiny_config):
+    full = train(tiny_config(phantom_manifest, tmp_path / "full", "unet", **{"optim.max_steps": 6}))
+    cfg = tiny_config(phantom_manifest, tmp_path / "cut", "unet", **{"optim.max_steps": 6})
+    first = Trainer(cfg).fit(stop_after=3)
+    assert first.stopped_early and first.step == 3
+    resumed = Trainer(cfg, resume=True).fit()
+    assert resumed.step == 6
+    assert resumed.weights_sha256 == full.weights_sha256
+
+
+def test_resume_refuses_changed_config(phantom_manifest, tmp_path, tiny_config):
+    cfg = tiny_config(phantom_manifest, tmp_path, "unet")
+    Trainer(cfg, run_name="r").fit(stop_after=2)
+    other = tiny_config(phantom_manifest, tmp_path, "unet", **{"optim.lr": 0.01})
+    with pytest.raises(ConfigError, match="config differs"):
+        Trainer(other, run_name="r", resume=True).fit()
+
+
+def test_self_supervised_blindspot(phantom_manifest, tmp_path, tiny_config):
+    cfg = tiny_config(phantom_manifest, tmp_path, "unet", mode="self-supervised",
+                      **{"optim.max_steps": 4})
+    assert cfg.blindspot.enabled
+    res = train(cfg)
+    assert res.step == 4
+    import json
+
+    card = json.loads((res.last / "card.json").read_text())
+    assert card["lineage"]["mode"] == "self-supervised"
+    assert card["training_manifest_sha256"] and card["intensity"]["mode"] == "percentile"
+
+
+def test_config_cross_checks(phantom_manifest, tmp_path, tiny_config):
+    with pytest.raises(ConfigError, match="patch_size"):
+        tiny_config(phantom_manifest, tmp_path, "unet", 3, **{"data.patch_size": "[16, 16]"})
+    with pytest.raises(ConfigError, match="did you mean 'max_steps'"):
+        tiny_config(phantom_manifest, tmp_path, "unet", 3, **{"optim.max_step": 3})
