@@ -180,7 +180,7 @@ def _ct_resolve(r, t, meta, rng):
     return {"dose": float(r["dose"]), "i0": float(r["i0"]),
             "electronic_sigma": float(r["electronic_sigma"]), "pixel_mm": float(px),
             "n_angles": int(r["n_angles"]), "slice_axis": int(r["slice_axis"]),
-            "mode": str(r["mode"])}
+            "mode": str(r["mode"]), "projection_scale": int(r["projection_scale"])}
 
 
 def _spike_resolve(r, t, meta, rng):
@@ -233,7 +233,8 @@ def _register_builtins() -> None:
                         "Rician noise of MR magnitude images (MONAI RandRicianNoise, fixed std + seed)"),
         DegradationSpec("ct_lowdose", Fn.ct_lowdose,
                         {"dose": 0.25, "i0": 1.0e5, "electronic_sigma": 0.0, "pixel_mm": None,
-                         "n_angles": 0, "slice_axis": -1, "mode": "simulate"},
+                         "n_angles": 0, "slice_axis": -1, "mode": "simulate",
+                         "projection_scale": 1},
                         _ct_resolve, "CT",
                         "low-dose CT: Poisson(+Gaussian) counts on a parallel-beam projection, FBP"),
         DegradationSpec("kspace_spike", Fn.kspace_spike, {"intensity": [0.95, 1.10]},

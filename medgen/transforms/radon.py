@@ -81,10 +81,13 @@ def ramp_filter(size: int, device=None) -> torch.Tensor:
     return (2 * torch.fft.fft(f).real).to(device=device, dtype=torch.float32)
 
 
-def fbp(sinograms: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+def fbp(sinograms: torch.Tensor, angles: torch.Tensor,
+        region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Filtered back-projection of ``(B, A, D)`` sinograms onto ``(B, D, D)`` images.
 
-    Inverse of :func:`radon` for images supported inside the inscribed circle.
+    Inverse of :func:`radon` for images supported inside the inscribed circle. ``region``
+    ``(row0, row1, col0, col1)`` reconstructs only that window of the ``D x D`` grid (cheaper
+    when the rest would be thrown away).
     """
     b, a, d = sinograms.shape
     dev = sinograms.device
@@ -93,13 +96,14 @@ def fbp(sinograms: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     padded = F.pad(sinograms.to(torch.float32), (0, size - d))
     q = torch.fft.ifft(torch.fft.fft(padded, dim=-1) * filt, dim=-1).real[..., :d]  # (B, A, D)
     x = _pixel_centres(d, dev)
-    yy, xx = torch.meshgrid(x, x, indexing="ij")
-    recon = torch.zeros(b, d, d, device=dev, dtype=torch.float32)
+    r0, r1, c0, c1 = region if region is not None else (0, d, 0, d)
+    yy, xx = torch.meshgrid(x[r0:r1], x[c0:c1], indexing="ij")
+    recon = torch.zeros(b, r1 - r0, c1 - c0, device=dev, dtype=torch.float32)
     step = _chunk(a, b, d)
     for a0 in range(0, a, step):
         th = angles[a0:a0 + step].to(dev, torch.float32)
         c, s = torch.cos(th)[:, None, None], torch.sin(th)[:, None, None]
-        t = xx * c + yy * s  # detector coordinate of each pixel, (a, D, D)
+        t = xx * c + yy * s  # detector coordinate of each pixel, (a, rows, cols)
         grid = torch.stack([t, torch.zeros_like(t)], dim=-1)
         qa = q[:, a0:a0 + step, :].permute(1, 0, 2).unsqueeze(2)  # (a, B, 1, D)
         vals = F.grid_sample(qa, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -99,6 +99,9 @@ def test_ct_lowdose_noise_grows_as_dose_falls():
     assert stds[0] < stds[1] < stds[2]
     # quantum noise: std ~ 1 / sqrt(dose)
     assert 1.6 < stds[2] / stds[0] < 3.0
+    # coarse forward projection (only sets the per-ray noise level): same noise level
+    fast, _ = Fn.ct_lowdose(img, seed=11, dose=0.25, pixel_mm=1.0, projection_scale=2)
+    assert abs(float((fast - img)[0][roi].std()) / stds[1] - 1) < 0.2
     # noise insertion on a "real" scan: no noise at full dose, more as dose falls
     same, _ = Fn.ct_lowdose(img, seed=1, dose=1.0, mode="insert")
     assert np.allclose(same, img, atol=1e-3)
