@@ -400,15 +400,26 @@ def bias_field(img, *, seed: int, degree: int, coeffs: Sequence[float]):
     terms = bias_field_terms(nsp, int(degree))
     if len(coeffs) != len(terms):
         raise ValueError(f"bias field of degree {degree} in {nsp}D needs {len(terms)} coefficients")
-    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in t.shape[1:]], indexing="ij")
-    field = np.zeros(t.shape[1:], dtype=np.float64)
-    for c, p in zip(coeffs, terms, strict=True):
-        term = np.ones_like(field)
-        for g, order in zip(grids, p, strict=True):
+    # 1D Legendre values per axis, then one broadcast product per term (separable, cheap)
+    shape = t.shape[1:]
+    polys = []
+    for a, n in enumerate(shape):
+        x = np.linspace(-1, 1, n)
+        vals = []
+        for order in range(int(degree) + 1):
             e = np.zeros(order + 1)
             e[order] = 1
-            term = term * legval(g, e)
-        field += float(c) * term
+            v = np.asarray(legval(x, e), dtype=np.float64)
+            bshape = [1] * nsp
+            bshape[a] = n
+            vals.append(v.reshape(bshape))
+        polys.append(vals)
+    field = np.zeros(shape, dtype=np.float64)
+    for c, p in zip(coeffs, terms, strict=True):
+        term = float(c)
+        for a, order in enumerate(p):
+            term = term * polys[a][order]
+        field = field + term
     mult = torch.as_tensor(np.exp(field), dtype=torch.float32, device=t.device)
     return _like((t * mult).contiguous(), img), None
 

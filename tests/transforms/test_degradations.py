@@ -339,3 +339,17 @@ def test_cuda_tensors_stay_on_device_and_replay(name):
     s = t({"x": img})
     assert s["x"].is_cuda
     assert torch.equal(replay(s, img), s["x"])
+
+
+def test_thick_slice_geometry_fixes_a_volume_affine():
+    from medgen.io.volume import Volume
+
+    vol = Volume(np.random.default_rng(0).random((10, 12, 20)).astype(np.float32),
+                 Volume.make_affine([0.9, 0.9, 1.0], origin=[5.0, 6.0, 7.0]))
+    s = RandDegradationd("x", "thick_slice", params={"factor": 4.0, "axis": 2})({"x": vol.array[None]})
+    rec = s["degradations"][0]
+    thick = Volume(s["x"][0], apply_geometry(vol.affine, rec["geometry"]))
+    assert thick.shape == (10, 12, 5)
+    assert np.allclose(thick.spacing, [0.9, 0.9, 4.0])
+    # thick slice 0 is centred between thin slices 1 and 2
+    assert np.allclose(thick.world([0, 0, 0]), vol.world([0, 0, 1.5]))
