@@ -115,12 +115,40 @@ def ensure_store(uri: str | None = None) -> str:
     with _ready_lock:
         if uri in _ready:
             return uri
-    with _store_lock(uri):
-        client = client_for(uri)
-        retry(lambda: client.search_experiments(max_results=1))
+    db = sqlite_path(uri)
+    if db is not None and not _marked_ready(db):
+        # MlflowClient(uri) itself runs the schema migrations on a fresh file: only under the lock
+        with _store_lock(uri):
+            if not _marked_ready(db):  # first opener: schema creation, alone
+                first = client_for(uri)
+                retry(lambda: first.search_experiments(max_results=1))
+                _mark_ready(db)
+    # an initialised store is opened by everybody in parallel (schema check only, read-only)
+    client = client_for(uri)
+    retry(lambda: client.search_experiments(max_results=1))
     with _ready_lock:
         _ready.add(uri)
     return uri
+
+
+def _marker(db: Path) -> Path:
+    return db.with_name(db.name + ".medgen-ready")
+
+
+def _marked_ready(db: Path) -> bool:
+    """The sidecar written once the schema exists (and the database file is still there)."""
+    try:
+        return db.stat().st_size > 0 and _marker(db).read_text().strip() != ""
+    except OSError:
+        return False
+
+
+def _mark_ready(db: Path) -> None:
+    import mlflow
+
+    from medgen.utils.atomic import atomic_write_text
+
+    atomic_write_text(_marker(db), f"mlflow {mlflow.__version__}\n")
 
 
 def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
