@@ -205,23 +205,22 @@ def ct_lowdose(img, *, seed: int, dose: float, i0: float = 1.0e5, electronic_sig
     else:
         c, h, w = t.shape
         stack = t
-    d = int(math.ceil(math.hypot(h, w))) + 2
+    ps = max(1, int(projection_scale))
+    d = int(math.ceil((math.ceil(math.hypot(h, w)) + 2) / ps)) * ps  # coarse grid shares the centre
     ph, pw = (d - h) // 2, (d - w) // 2
     mu = torch.clamp(mu_water * (1.0 + stack / 1000.0), min=0.0)
     padded = torch.zeros(stack.shape[0], d, d, device=dev, dtype=torch.float32)
     padded[:, ph:ph + h, pw:pw + w] = mu
     na = int(n_angles) if n_angles else min(720, int(math.ceil(math.pi / 2 * d)))
     angles = default_angles(na, dev)
-    ps = max(1, int(projection_scale))
     if ps == 1:
         p = radon(padded, angles) * float(pixel_mm)  # dimensionless line integrals
     else:
         import torch.nn.functional as F
 
-        dc = int(math.ceil(d / ps)) * ps
-        coarse = F.avg_pool2d(F.pad(padded, (0, dc - d, 0, dc - d)).unsqueeze(1), ps).squeeze(1)
+        coarse = F.avg_pool2d(padded.unsqueeze(1), ps).squeeze(1)
         pc = radon(coarse, angles) * float(pixel_mm * ps)
-        p = F.interpolate(pc, size=dc, mode="linear", align_corners=False)[..., :d].contiguous()
+        p = F.interpolate(pc, size=d, mode="linear", align_corners=False).contiguous()
     rng = _rng(seed)
     p_np = p.cpu().numpy().astype(np.float64)
     a, i0f, se = float(dose), float(i0), float(electronic_sigma)
