@@ -227,3 +227,21 @@ def test_log_config_accepts_plain_models_and_dicts(local_store):
     client = client_for(local_store)
     assert client.get_run(run.run_id).data.params == {"x": "1"}
     assert client.get_run(run2.run_id).data.params == {"a.b": "[1,2]", "c": ""}
+
+
+def test_mlflow_dataset_digest_collides_where_the_manifest_tag_does_not(local_store, tmp_path):
+    """The reason for ``medgen.manifest.<role>.sha256``: MLflow's dataset digest (8 hex chars of
+    the first 10,000 rows) is the same for two manifests that differ after those rows."""
+    import mlflow.data
+
+    a = np.zeros((10_001, 2))
+    b = a.copy()
+    b[-1, 0] = 1.0
+    assert mlflow.data.from_numpy(a).digest == mlflow.data.from_numpy(b).digest  # MLflow collides
+    pa, pb = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(pa, a)
+    np.save(pb, b)
+    with start_run("medgen-test", "digest") as run:
+        da = run.log_manifest(pa, role="a")
+        db = run.log_manifest(pb, role="b")
+    assert da != db and len(da) == len(db) == 64
