@@ -63,6 +63,7 @@ from medgen.cli import train as _train  # noqa: E402
 app.command("train")(_train.train)
 # helpers register further groups below this line (one line each)
 from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
+from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702
 
 
 def main() -> None:
