@@ -506,8 +506,8 @@ class Run:
                         diff: tuple[str, str] | str | None = "auto") -> str:
         """Log a PNG with one row per image and three orthogonal central planes per row.
 
-        ``images``: label -> 3D array (I, J, K) (a leading channel axis of 1 is dropped; 2D arrays
-        get one panel). ``diff=("denoised", "clean")`` adds a ``difference`` row (a - b); the
+        ``images``: label -> 3D array (I, J, K) or torch tensor (leading axes of size 1, i.e.
+        MONAI's channel/batch axes, are dropped; 2D arrays get one panel). ``diff=("denoised", "clean")`` adds a ``difference`` row (a - b); the
         default ``"auto"`` does so when both labels exist and ``difference`` is not given.
         Returns the artifact path (``figures/<name>/step_<step>.png``).
         """
@@ -520,7 +520,7 @@ class Run:
             if hasattr(arr, "detach"):
                 arr = arr.detach().float().cpu().numpy()
             a = np.asarray(arr, dtype=np.float32)
-            while a.ndim > 3 and a.shape[0] == 1:
+            while a.ndim > 2 and a.shape[0] == 1:  # channel / batch axes of 1 (MONAI layout)
                 a = a[0]
             if a.ndim not in (2, 3):
                 raise ValueError(f"figure grid: '{label}' must be 2D or 3D, got shape {a.shape}")

@@ -245,3 +245,27 @@ def test_mlflow_dataset_digest_collides_where_the_manifest_tag_does_not(local_st
         da = run.log_manifest(pa, role="a")
         db = run.log_manifest(pb, role="b")
     assert da != db and len(da) == len(db) == 64
+
+
+def test_late_registration_rewrites_tags_and_refuses_params_already_logged(local_store):
+    with pytest.raises(PHIError) as err:
+        with start_run("medgen-test", "late", tags={"reader": "doe_john"}) as run:
+            run.log_params({"who": "doe_john"})
+            run.register_identifiers(["DOE^JOHN"])
+    assert "john" not in str(err.value).lower()
+    r = client_for(local_store).get_run(run.run_id)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["reader"] == "REDACTED-id"  # rewritten in place
+    assert r.data.params["who"] == "doe_john"  # immutable in MLflow: hence the loud failure
+
+
+def test_figure_grid_accepts_2d_and_torch(local_store, tmp_path):
+    import matplotlib.image as mpimg
+    import torch
+
+    with start_run("medgen-test", "grid2d") as run:
+        path = run.log_figure_grid({"noisy": torch.rand(1, 16, 16), "clean": np.zeros((16, 16))},
+                                   "slices")
+    assert path == "figures/slices/grid.png"
+    png = mpimg.imread(client_for(local_store).download_artifacts(run.run_id, path, str(tmp_path)))
+    assert png.shape[:2] == (480, 240)  # 2 rows x 1 panel
