@@ -26,6 +26,7 @@ from medgen.track.run import (
     start_run,
 )
 from medgen.track.store import (
+    TrackingServerError,
     client_for,
     ensure_store,
     fetch_artifacts,
@@ -37,6 +38,6 @@ __all__ = [
     "LINEAGE_PACKAGES", "PHIError", "PHIGuard", "Run", "TAG_CONFIG_ARTIFACT_SHA256",
     "TAG_CONFIG_SHA256", "TAG_ENV_LOCK_SHA256", "TAG_ERROR", "TAG_GIT_COMMIT",
     "TAG_GIT_DIFF_SHA256", "TAG_GIT_DIRTY", "TAG_MANIFEST", "TAG_REDACTED_ARTIFACTS",
-    "TAG_REDACTIONS", "client_for", "ensure_store", "fetch_artifacts", "flatten", "phi_findings",
+    "TAG_REDACTIONS", "TrackingServerError", "client_for", "ensure_store", "fetch_artifacts", "flatten", "phi_findings",
     "phi_guard", "resolve_tracking_uri", "start_run", "telemetry_off",
 ]

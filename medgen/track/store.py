@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
+from medgen.errors import MedgenError
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
@@ -116,6 +118,8 @@ def ensure_store(uri: str | None = None) -> str:
         if uri in _ready:
             return uri
     db = sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     if db is not None and not _marked_ready(db):
         # MlflowClient(uri) itself runs the schema migrations on a fresh file: only under the lock
         with _store_lock(uri):
@@ -129,6 +133,34 @@ def ensure_store(uri: str | None = None) -> str:
     with _ready_lock:
         _ready.add(uri)
     return uri
+
+
+class TrackingServerError(MedgenError):
+    """The tracking server does not answer (named by host and port only)."""
+
+
+def _check_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast with one line when a server is down (MLflow's own client would retry for
+    minutes). ``/health`` needs no credentials; user:password in the URI is never echoed."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    health = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as r:
+            if r.status == 200:
+                return
+            reason = f"HTTP {r.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, urllib.error.URLError) and exc.reason is not None:
+            reason = str(getattr(exc.reason, "strerror", None) or exc.reason)
+    raise TrackingServerError(where, f"tracking server not reachable ({reason})")
 
 
 def _marker(db: Path) -> Path:

@@ -53,3 +53,21 @@ def test_env_tracking_uri_and_failed_status(mlflow_server, monkeypatch, tmp_path
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
     r = client_for(uri).get_run(run.run_id)
     assert r.info.status == "FAILED" and r.data.tags["medgen.error"] == "ValueError: bad batch"
+
+
+def test_unreachable_server_fails_fast_with_one_line():
+    import socket
+    import time
+
+    from medgen.track import TrackingServerError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(TrackingServerError) as err:
+        with start_run("medgen-server", "nowhere", tracking_uri=f"http://user:secret@127.0.0.1:{port}"):
+            pass
+    assert time.monotonic() - t < 15
+    msg = str(err.value)
+    assert "\n" not in msg and "secret" not in msg and f"127.0.0.1:{port}" in msg
