@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, WrapValidator
 from medgen.errors import ConfigError
 from medgen.models.base import BaseModelConfig
 from medgen.models.denoise.config import UNetConfig, VAEConfig
+from medgen.models.synth.config import GenVAEConfig, LDMConfig
 from medgen.registry import Registry, suggest
 from medgen.utils.hashing import sha256_json
 
@@ -80,6 +81,12 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     "unet", UNetConfig, "medgen.models.denoise.unet:build_unet", tasks=("denoise",),
     description="residual UNet denoiser (out = x + f(x)), the quality baseline"))
+register_model(ModelSpec(
+    "vae-gen", GenVAEConfig, "medgen.models.synth.vae:build_gen_vae", tasks=("synth",),
+    description="generative VAE (AutoencoderKL), prior sampling; conditional and paired-label"))
+register_model(ModelSpec(
+    "ldm", LDMConfig, "medgen.models.synth.ldm:build_ldm", tasks=("synth",),
+    description="latent diffusion (AutoencoderKL + DiffusionModelUNet; DDPM/DDIM/RFlow)"))
 
 
 

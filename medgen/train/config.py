@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from medgen.config.base import StrictModel
 from medgen.models import BlindSpotConfig, IntensityNorm, ModelConfig, VAELossConfig
+from medgen.synth.config import SynthTrainConfig
 
 
 class DataConfig(StrictModel):
@@ -80,6 +81,7 @@ class TrainConfig(StrictModel):
     val: ValConfig = Field(default_factory=ValConfig)
     tracking: TrackConfig = Field(default_factory=TrackConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    synth: SynthTrainConfig | None = Field(None, description="task synth: conditions, diffusion, stages")
 
     @model_validator(mode="after")
     def _cross_check(self) -> TrainConfig:
@@ -95,4 +97,10 @@ class TrainConfig(StrictModel):
             self.blindspot.enabled = True
         if self.blindspot.enabled and self.mode != "self-supervised":
             raise ValueError("blindspot.enabled needs mode: self-supervised")
+        if self.task == "synth":
+            if self.synth is None:
+                self.synth = SynthTrainConfig()
+            self.synth.check_train(self)
+        elif self.synth is not None:
+            raise ValueError(f"a synth: section needs task: synth (task is '{self.task}')")
         return self

@@ -34,16 +34,28 @@ def step_seed(seed: int, step: int, stream: str = "") -> int:
 class LoadRecordd:
     """MONAI-style dict transform: ``{"record": id}`` -> ``{"image": MetaTensor (1, I, J, K)}``."""
 
-    def __init__(self, manifest: Manifest, allow_uneven: bool = False):
+    def __init__(self, manifest: Manifest, allow_uneven: bool = False, label_key: str | None = None):
         self.manifest = manifest
         self.by_id = {r.id: r for r in manifest.records}
         self.allow_uneven = allow_uneven
+        self.label_key = label_key  # labels[label_key]: a label map path relative to the root
 
     def __call__(self, data: dict) -> dict:
         rec = self.by_id[data["record"]]
         vol = self.manifest.read(rec, allow_uneven=self.allow_uneven)
         mt = vol.to_metatensor()
-        return {**data, "image": mt.float()}
+        out = {**data, "image": mt.float(), "labels": dict(rec.labels)}
+        if self.label_key and rec.labels.get(self.label_key):
+            from medgen.errors import ReadError
+            from medgen.io import read_volume
+
+            lab = read_volume(Path(self.manifest.root) / str(rec.labels[self.label_key]),
+                              root=self.manifest.root)
+            if tuple(lab.shape) != tuple(vol.shape):
+                raise ReadError(rec.id, f"label map shape {tuple(lab.shape)} != image shape "
+                                f"{tuple(vol.shape)}")
+            out["label"] = torch.as_tensor(np.rint(lab.array).astype(np.int64))[None]
+        return out
 
 
 def intensity_transform(cfg: TrainConfig):
@@ -59,7 +71,9 @@ def volume_dataset(cfg: TrainConfig, manifest: Manifest, records: list[Record]):
     from monai.data import CacheDataset, Dataset, PersistentDataset
     from monai.transforms import Compose
 
-    tf = Compose([LoadRecordd(manifest, cfg.data.allow_uneven), intensity_transform(cfg)])
+    synth = getattr(cfg, "synth", None)
+    label_key = synth.label_map_key if synth is not None and synth.label_channels else None
+    tf = Compose([LoadRecordd(manifest, cfg.data.allow_uneven, label_key), intensity_transform(cfg)])
     items = [{"record": r.id} for r in records]
     if cfg.data.cache == "memory":
         return CacheDataset(items, tf, cache_rate=1.0, num_workers=0, progress=False)

@@ -10,5 +10,6 @@ from medgen.registry import Registry, lazy
 
 TASKS: Registry = Registry("tasks")
 TASKS.register("denoise", lazy("medgen.train.tasks.denoise", "DenoiseTask"))
+TASKS.register("synth", lazy("medgen.train.tasks.synth", "SynthTask"))
 
 __all__ = ["TASKS"]

@@ -1,0 +1,113 @@
+"""The ``synth:`` section of a training config (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from medgen.config.base import StrictModel
+from medgen.models.synth.config import ConditionSpec, DiffusionSettings
+
+SYNTH_MODELS = ("vae-gen", "ldm")
+
+
+class SynthTrainConfig(StrictModel):
+    """How the ``synth`` task trains a generator.
+
+    Attributes
+    ----------
+    conditions : list of ConditionSpec
+        Class labels / scalar attributes read from each manifest record's ``labels`` (by
+        ``key``); empty: unconditional. Class lists and scalar ranges left empty are filled from
+        the training records and saved in the checkpoint's ``config.json``.
+    label_channels : int
+        Paired image + label-map synthesis: number of label classes (incl. background); the
+        label map of each record is read from ``labels[label_map_key]`` (a path relative to the
+        manifest root, same grid as the image) and fed as one-hot channels.
+    fit : {"resize", "crop"}
+        ``resize``: each whole volume (2D: each axial slice) is resampled to ``data.patch_size``,
+        the generated size; ``crop``: random crops of that size (a crop generator).
+    slice_range : [lo, hi]
+        2D models: axial slices between these fractions of the volume are used.
+    diffusion : DiffusionSettings
+        ``ldm`` only: schedule, objective (ddpm / rflow), default sampler and steps.
+    autoencoder_checkpoint : str, optional
+        ``ldm``: load the first stage from this checkpoint folder (an ``ldm``, ``vae-gen`` or
+        denoising ``vae`` with the same autoencoder shape) and train the diffusion UNet only.
+    autoencoder_steps : int
+        ``ldm`` without ``autoencoder_checkpoint``: the first N steps train the autoencoder
+        (two-stage training in one run), the rest the UNet.
+    kl_weight, recon : autoencoder loss (reconstruction + ``kl_weight`` * KL).
+    cond_drop_prob : float
+        ``ldm``: probability of dropping the condition (classifier-free guidance training).
+    ema_decay : float, optional
+        EMA of the generator's weights (used for sampling when present).
+    autoencoder_lr : float, optional
+        Learning rate of the autoencoder phase (default ``optim.lr``).
+    val_sample_steps : int
+        Sampling steps of the validation sample grid (``ldm``).
+    """
+
+    conditions: list[ConditionSpec] = Field(default_factory=list)
+    label_channels: int = Field(0, ge=0, le=32)
+    label_map_key: str = "label_map"
+    fit: Literal["resize", "crop"] = "resize"
+    slice_range: list[float] = Field(default_factory=lambda: [0.3, 0.7])
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    autoencoder_checkpoint: str | None = None
+    autoencoder_steps: int = Field(0, ge=0)
+    kl_weight: float = Field(1e-4, ge=0.0)
+    recon: Literal["l1", "l2"] = "l1"
+    cond_drop_prob: float = Field(0.1, ge=0.0, lt=1.0)
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
+    autoencoder_lr: float | None = Field(None, gt=0)
+    val_sample_steps: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        names = [c.name for c in self.conditions]
+        if len(set(names)) != len(names):
+            raise ValueError("synth.conditions: names must be unique")
+        lo, hi = (self.slice_range + [None, None])[:2]
+        if len(self.slice_range) != 2 or not 0 <= lo < hi <= 1:
+            raise ValueError("synth.slice_range: [lo, hi] with 0 <= lo < hi <= 1")
+        if self.label_channels == 1:
+            raise ValueError("synth.label_channels counts classes including background: >= 2")
+        if self.autoencoder_checkpoint and self.autoencoder_steps:
+            raise ValueError("synth: autoencoder_checkpoint and autoencoder_steps exclude each other")
+        return self
+
+    def check_train(self, cfg: Any) -> None:
+        """Cross-field checks against the whole TrainConfig (raises ValueError)."""
+        from medgen.models.denoise.config import VAELossConfig
+
+        m = cfg.model
+        if m.name not in SYNTH_MODELS:
+            raise ValueError(f"task synth trains {' or '.join(SYNTH_MODELS)} (model.name is "
+                             f"'{m.name}')")
+        if cfg.mode != "supervised":
+            raise ValueError("task synth: mode must be supervised")
+        if cfg.loss != VAELossConfig():
+            raise ValueError("task synth: set the autoencoder loss in synth.kl_weight / "
+                             "synth.recon, not loss:")
+        # sampling facts live in synth:, the task writes them into the saved model config
+        defaults = type(m)(name=m.name)
+        for f in ("conditions", "label_channels", "image_size", "spacing_mm"):
+            if getattr(m, f) != getattr(defaults, f):
+                raise ValueError(f"task synth: set model.{f} through the synth: section / "
+                                 "data.patch_size, not model:")
+        if m.name == "ldm":
+            if m.diffusion != defaults.diffusion:
+                raise ValueError("task synth: set diffusion settings in synth.diffusion")
+            if not self.autoencoder_checkpoint:
+                if self.autoencoder_steps < 1:
+                    raise ValueError("ldm needs synth.autoencoder_steps > 0 (two-stage training) "
+                                     "or synth.autoencoder_checkpoint")
+                if self.autoencoder_steps >= cfg.optim.max_steps:
+                    raise ValueError(f"synth.autoencoder_steps ({self.autoencoder_steps}) must "
+                                     f"be < optim.max_steps ({cfg.optim.max_steps})")
+        elif self.autoencoder_checkpoint or self.autoencoder_steps:
+            raise ValueError("synth.autoencoder_checkpoint / autoencoder_steps are for ldm only")
+        if self.fit == "resize" and m.spatial_dims == 3 and cfg.data.patch_size is None:
+            raise ValueError("task synth: data.patch_size is the generated size")
