@@ -100,6 +100,12 @@ def clean_text(text: str, identifiers: frozenset[str]) -> str:
     return " ".join(out.split())
 
 
+_ACTION_CACHE: dict[tuple, dict[int, tuple]] = {}
+# options whose C actions clean free text (the others' C only shift dates or remap)
+TEXT_CLEANING_OPTIONS = {"clean-descriptors", "clean-structured-content", "clean-graphics",
+                         "retain-patient-characteristics", "retain-device-identity"}
+
+
 @dataclass
 class Context:
     key: Key
@@ -119,6 +125,7 @@ class Context:
         self.modified_dates = "retain-long-modified-dates" in self.options
         self.full_dates = "retain-long-full-dates" in self.options
         self.pdict = T.private_dictionary() if self.safe_private else {}
+        self.actions_cache = _ACTION_CACHE.setdefault((self.options, self.family), {})
 
     def note(self, tag: int, action: str) -> None:
         self.actions[f"{tag:08X}:{action}"] += 1
@@ -133,17 +140,17 @@ def collect_identifiers(ds) -> frozenset[str]:
     def walk(d) -> None:
         for tag in list(d.keys()):
             try:
-                elem = d[tag]
-                vr = elem.VR
+                vr = raw_vr(d, tag)
                 if vr == "SQ":
-                    for item in elem.value or []:
+                    for item in d[tag].value or []:
                         walk(item)
                     continue
-                if vr not in ("PN", "LO", "SH") or elem.tag.is_private:
+                if vr not in ("PN", "LO", "SH") or tag.is_private:
                     continue
-                row = tbl.row(int(elem.tag))
+                row = tbl.row(int(tag))
                 if row is None or row.basic == "K":
                     continue
+                elem = d[tag]
                 vals = elem.value if elem.VM > 1 else [elem.value]
                 for v in vals:
                     s = str(v).strip()
@@ -158,6 +165,20 @@ def collect_identifiers(ds) -> frozenset[str]:
 
     walk(ds)
     return frozenset(found)
+
+
+def raw_vr(d, tag) -> str | None:
+    """VR of an element without decoding its value (dictionary VR for implicit VR files)."""
+    raw = d.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return vr
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def _dummy(elem, ctx: Context):
@@ -279,20 +300,47 @@ def clean_dataset(ds, ctx: Context, in_clean: bool = False) -> None:
     for tag in list(ds.keys()):
         itag = int(tag)
         group, el = itag >> 16, itag & 0xFFFF
-        try:
-            elem = ds[tag]
-        except Exception:  # undecodable value: cannot be judged, so it goes
-            del ds[tag]
-            ctx.note(itag, "X(unreadable)")
-            continue
         if el == 0 or group == 0x0002 or group == 0xFFFE:
             del ds[tag]
             ctx.note(itag, "X(group)")
             continue
         if itag in _DEID_TAGS:
             continue  # rewritten below by mark_deidentified
+        # decide before decoding: removed and allow-listed plain values are never decoded
         if group % 2 == 1:
-            if _private_keep(ds, itag, ctx):
+            keep = _private_keep(ds, itag, ctx)
+        else:
+            hit = ctx.actions_cache.get(itag)
+            if hit is None:
+                row = ctx.table.row(itag)
+                act = T.resolve(row.code(ctx.options), row.keyword, ctx.family) if row else None
+                hit = ctx.actions_cache[itag] = (row, act)
+            row, action = hit
+            if row is not None:
+                if action == "X":
+                    del ds[tag]
+                    ctx.note(itag, "X")
+                    continue
+            elif itag in ctx.allow or (in_clean and itag in ctx.allow_ctx):
+                vr = raw_vr(ds, tag)
+                if vr != "SQ" and not (in_clean and vr in TEXT_VRS and itag not in ctx.allow):
+                    continue  # kept as read
+            else:
+                del ds[tag]
+                ctx.note(itag, "X(not-allowed)")
+                continue
+        if group % 2 == 1 and not keep:
+            del ds[tag]
+            ctx.note(itag, "X(private)")
+            continue
+        try:
+            elem = ds[tag]
+        except Exception:  # undecodable value: cannot be judged, so it goes
+            del ds[tag]
+            ctx.note(itag, "X(unreadable)")
+            continue
+        if group % 2 == 1:
+            if keep:
                 ctx.note(itag, "K(safe-private)")
                 if elem.VR == "SQ":
                     for item in elem.value or []:
@@ -301,9 +349,7 @@ def clean_dataset(ds, ctx: Context, in_clean: bool = False) -> None:
                 del ds[tag]
                 ctx.note(itag, "X(private)")
             continue
-        row = ctx.table.row(itag)
         if row is not None:
-            action = T.resolve(row.code(ctx.options), row.keyword, ctx.family)
             ctx.note(itag, action)
             _apply(ds, elem, action, ctx, in_clean)
             continue

@@ -8,16 +8,20 @@ discarded and the input quarantined.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from medgen.deid import table as T
 from medgen.deid.dicom import (
     IMPLEMENTATION_UID,
+    TEXT_CLEANING_OPTIONS,
     Context,
     clean_dataset,
     clean_text,
@@ -29,12 +33,31 @@ from medgen.deid.dicom import (
     shift_da,
 )
 from medgen.keys import Key
-from medgen.utils.atomic import atomic_path
+from medgen.utils.atomic import TMP_PREFIX, atomic_path
 from medgen.utils.hashing import sha256_file
 
 DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".ima", ".dc3", ".bin"}
+
+
+@contextlib.contextmanager
+def fast_atomic_path(final: Path):
+    """Temp file beside ``final``, renamed into place on success, removed on failure.
+
+    Unlike :func:`medgen.utils.atomic.atomic_path` there is no fsync per file (it cost a third of
+    the run time on small files); the batch runner calls ``os.sync()`` once at the end instead, so
+    outputs are still atomic (complete or absent) and durable when the command returns.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}{''.join(final.suffixes)}"
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 class Quarantine(Exception):
@@ -113,6 +136,8 @@ def deidentify_dicom(src: Path, dst: Path, key: Key, options: tuple[str, ...],
     from medgen.deid import verifier as V
 
     ds = read_dicom(src)
+    # the verifier extracts the original's identifying values itself, before anything changes
+    ids = V.identifiers_from_dataset(ds, options) if verify else None
     meta = getattr(ds, "file_meta", None)
     sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
                                              if meta is not None else ""))
@@ -137,8 +162,8 @@ def deidentify_dicom(src: Path, dst: Path, key: Key, options: tuple[str, ...],
                              f"{type(exc).__name__}") from None
         ts = str(ds.file_meta.TransferSyntaxUID)
         extra = (pixels.CLEAN_PIXEL_CODE,)
-    ctx = Context(key, options, T.iod_family(sop), str(ds.get("PatientID", "") or ""),
-                  collect_identifiers(ds))
+    idents = collect_identifiers(ds) if TEXT_CLEANING_OPTIONS & set(options) else frozenset()
+    ctx = Context(key, options, T.iod_family(sop), str(ds.get("PatientID", "") or ""), idents)
     clean_dataset(ds, ctx)
     mark_deidentified(ds, ctx, extra)
     fm = FileMetaDataset()
@@ -156,13 +181,13 @@ def deidentify_dicom(src: Path, dst: Path, key: Key, options: tuple[str, ...],
     fm.ImplementationVersionName = ("MEDGEN_" + __version__.replace(".", "_"))[:16]
     ds.file_meta = fm
     ds.preamble = b"\x00" * 128
-    with atomic_path(dst) as tmp:
+    with fast_atomic_path(dst) as tmp:
         try:
             ds.save_as(tmp, enforce_file_format=True)
         except Exception as exc:
             raise Quarantine(f"cannot write the de-identified instance: {safe_reason(exc)}") from None
         if verify:
-            findings = V.scan_dicom(tmp, options, V.identifiers_from_files([src], options))
+            findings = V.scan_dicom(tmp, options, ids)
             if findings:
                 raise Quarantine(f"verifier: {len(findings)} finding(s), first: {findings[0]}")
         out_sha = sha256_file(tmp)

@@ -88,9 +88,13 @@ def _tokens(path_str: str) -> list[str]:
                 if data.get("AcquisitionDateTime"):
                     vals.append(re.sub(r"[^0-9]", "", str(data["AcquisitionDateTime"]))[:8])
         elif kind == "dicom":
-            import pydicom
+            from pydicom.datadict import tag_for_keyword
+            from pydicom.filereader import read_partial
 
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=_NAME_TAGS, force=True)
+            tags = [tag_for_keyword(k) for k in _NAME_TAGS]
+            with open(p, "rb") as fh:  # the patient/study groups come first: stop after 0020
+                ds = read_partial(fh, stop_when=lambda tag, vr, length: tag.group > 0x0020,
+                                  specific_tags=tags, force=True)
             for kw in _NAME_TAGS:
                 v = ds.get(kw)
                 if v not in (None, ""):
@@ -239,6 +243,8 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
     finally:
         if ex is not None:
             ex.shutdown()
+    if hasattr(os, "sync"):
+        os.sync()  # outputs are renamed into place without per-file fsync; make them durable
     return rep
 
 

@@ -45,12 +45,32 @@ def quiet_pydicom():
         plog.setLevel(old)
 
 
+_NON_ALNUM = re.compile(r"[^0-9a-z]")
+_WORD = re.compile(r"[0-9a-z]+")
+_NAME_SPLIT = re.compile(r"[\^=\s,]+")
+_STR_VRS = TEXT | {"PN", "DA", "DT", "UI", "CS", "AS", "TM", "DS", "IS"}
+
+
 def _compact(s: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", s.lower())
+    return _NON_ALNUM.sub("", s.lower())
 
 
 def _words(s: str) -> set[str]:
-    return set(re.findall(r"[0-9a-z]+", s.lower()))
+    return set(_WORD.findall(s.lower()))
+
+
+def _vr(d, tag) -> str | None:
+    """The VR of an element without decoding its value (dictionary VR for implicit files)."""
+    raw = d.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return vr
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 # ------------------------------------------------------------------------ table (own reading)
@@ -102,7 +122,7 @@ class Identifiers:
     kept: set[str] = field(default_factory=set)  # compact values the profile keeps
 
     def add_name(self, value: str) -> None:
-        comps = tuple(c for c in re.split(r"[\^=\s,]+", value.lower().strip()) if c)
+        comps = tuple(c for c in _NAME_SPLIT.split(value.lower().strip()) if c)
         comps = tuple(_compact(c) for c in comps if len(_compact(c)) >= 2)
         if comps:
             self.names.append(comps)
@@ -144,8 +164,14 @@ class Identifiers:
         self.raw = {r for r in self.raw if _compact(r) not in blob}
         self.names = [n for n in self.names if "".join(n) not in blob]
         self._family = {n[0] for n in self.names if len(n[0]) >= 3}
-        self._re_str = _alt(self.strings | self.dates)
-        self._re_raw = _alt({r for r in self.raw}, binary=True)
+        self._joined = [("".join(n), n) for n in self.names]
+        needles = self.strings | self.dates
+        # small sets (one file): plain substring tests; large sets (a tree): one regex
+        self._re_str = _alt(needles) if len(needles) > 64 else None
+        self._str_list = sorted(needles) if len(needles) <= 64 else []
+        raw = {r.encode("latin-1", "replace") for r in self.raw if r}
+        self._re_raw = _alt(self.raw, binary=True) if len(raw) > 64 else None
+        self._raw_list = sorted(raw) if len(raw) <= 64 else []
         return self
 
     def __bool__(self) -> bool:
@@ -156,24 +182,31 @@ class Identifiers:
         if not value:
             return None
         low = value.lower()
+        comp = _compact(low)
         if self.names:
             words = _words(low)
             if words & self._family:
                 return "name"
-            for n in self.names:
+            for joined, n in self._joined:
                 if len(n) > 1 and all(c in words for c in n):
                     return "name"
-                if len("".join(n)) >= 6 and "".join(n) in _compact(low):
+                if len(joined) >= 6 and joined in comp:
                     return "name"
-        if self._re_str is not None and self._re_str.search(_compact(low)):
+        if self._re_str is not None and self._re_str.search(comp):
             return "identifier"
+        for s in self._str_list:
+            if s in comp:
+                return "identifier"
         for u in self.uids:
             if u in value:
                 return "uid"
         return None
 
     def raw_hit(self, data: bytes) -> bool:
-        return self._re_raw is not None and self._re_raw.search(data.lower()) is not None
+        low = data.lower()
+        if self._re_raw is not None and self._re_raw.search(low) is not None:
+            return True
+        return any(r in low for r in self._raw_list)
 
 
 def _alt(items: set[str], binary: bool = False):
@@ -193,6 +226,18 @@ def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
         return False
     if len(ds) == 0:
         return False
+    _from_dataset(ds, rules, ids)
+    return True
+
+
+def identifiers_from_dataset(ds, options: tuple[str, ...] = ()) -> Identifiers:
+    """Identifying values of one original, already parsed dataset (call before changing it)."""
+    ids = Identifiers()
+    _from_dataset(ds, _rules(tuple(options)), ids)
+    return ids.finish()
+
+
+def _from_dataset(ds, rules: _Rules, ids: Identifiers) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         if meta.get("MediaStorageSOPInstanceUID"):
@@ -205,15 +250,14 @@ def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
     def walk(d, depth: int) -> None:
         for tag in list(d.keys()):
             try:
-                el = d[tag]
-                vr = el.VR
+                vr = _vr(d, tag)
                 if vr == "SQ":
-                    for it in el.value or []:
+                    for it in d[tag].value or []:
                         walk(it, depth + 1)
                     continue
-                if vr not in TEXT | {"PN", "DA", "DT", "UI", "CS", "AS", "TM", "DS", "IS"}:
+                if vr not in _STR_VRS:
                     continue
-                vals = [str(v) for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "")]
+                vals = _strings(d, tag, vr)
             except Exception:
                 continue
             t = int(tag)
@@ -242,7 +286,18 @@ def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
                     ids.add_string(v)
 
     walk(ds, 0)
-    return True
+
+
+def _strings(d, tag, vr: str) -> list[str]:
+    """String values of an element. Undecoded (raw) elements are read straight from their bytes
+    as latin-1, which keeps every byte searchable whatever the character set and skips pydicom's
+    value conversion (the slow part of a scan)."""
+    raw = d.get_item(tag)
+    if getattr(raw, "value", None) is not None and isinstance(raw.value, bytes | bytearray):
+        text = bytes(raw.value).decode("latin-1").strip(" \x00")
+        return [v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")]
+    el = d[tag]
+    return [str(v) for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "")]
 
 
 def _original_json(path: Path, rules: _Rules, ids: Identifiers) -> None:
@@ -358,6 +413,12 @@ def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
         for tag in list(d.keys()):
             t = int(tag)
             where = f"{_t(t)} depth {depth}"
+            if not tag.is_private and t in rules.allow and t not in rules.codes:
+                rvr = _vr(d, tag)
+                if rvr != "SQ":  # allow-listed value: only searched, never decoded
+                    if ids and rvr in TEXT | {"PN", "DA", "DT", "UI"}:
+                        _search(d, tag, rvr, where, ids, out)
+                    continue
             try:
                 el = d[tag]
             except Exception:
@@ -400,15 +461,7 @@ def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
                     check(it, depth + 1, ctx)
                 continue
             if ids and vr in TEXT | {"PN", "DA", "DT", "UI"}:
-                try:
-                    vals = el.value if el.VM > 1 else [el.value]
-                except Exception:
-                    continue
-                for v in vals:
-                    kind = ids.hit(str(v)) if v not in (None, "") else None
-                    if kind:
-                        out.append(f"{where}: holds an original {kind}")
-                        break
+                _search(d, tag, vr, where, ids, out)
 
     check(ds, 0, False)
     if ids:
@@ -418,6 +471,18 @@ def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
         if ids.raw_hit(Path(path).read_bytes()):
             out.append("raw bytes: an original identifier appears in the file")
     return out
+
+
+def _search(d, tag, vr: str, where: str, ids: Identifiers, out: list[str]) -> None:
+    try:
+        vals = _strings(d, tag, vr)
+    except Exception:
+        return
+    for v in vals:
+        kind = ids.hit(v)
+        if kind:
+            out.append(f"{where}: holds an original {kind}")
+            return
 
 
 def _check_value(el, code: str, where: str, out: list[str], retain_uids: bool) -> None:
