@@ -115,7 +115,7 @@ class Run:
 
     def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, tracking_uri: str,
                  guard: PHIGuard, run_name: str, *, orig_name: str | None = None,
-                 orig_tags: Mapping[str, Any] | None = None):
+                 orig_tags: Mapping[str, Any] | None = None, base_redactions: int | None = None):
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -123,7 +123,9 @@ class Run:
         self.guard = guard
         self.run_name = run_name
         self.redacted_artifacts: list[str] = []
-        self._noted_redactions = guard.redactions
+        # redactions made for THIS run (a child run shares its parent's guard)
+        self._noted_redactions = guard.redactions if base_redactions is None else base_redactions
+        self.redactions = 0
         self._tmp = Path(tempfile.mkdtemp(prefix="medgen-track-"))
         self._ended = False
         # what the caller asked to log, so a later register_identifiers can re-check it
@@ -196,10 +198,11 @@ class Run:
         if artifact and artifact not in self.redacted_artifacts:
             self.redacted_artifacts.append(artifact)
         if self.guard.redactions != self._noted_redactions or artifact:
+            self.redactions += self.guard.redactions - self._noted_redactions
             self._noted_redactions = self.guard.redactions
             from mlflow.entities import RunTag
 
-            tags = [RunTag(TAG_REDACTIONS, str(self.guard.redactions))]
+            tags = [RunTag(TAG_REDACTIONS, str(self.redactions))]
             if self.redacted_artifacts:
                 tags.append(RunTag(TAG_REDACTED_ARTIFACTS,
                                    _cut(",".join(self.redacted_artifacts), MAX_TAG_VAL_LENGTH, "...")))
@@ -573,8 +576,18 @@ class Run:
               tags: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Run]:
         """A nested run (``mlflow.parentRunId`` = this run) sharing this run's PHI guard."""
         exp = experiment or self.client.get_experiment(self.experiment_id).name
-        return start_run(exp, run_name, tracking_uri=self.tracking_uri, tags=tags,
-                         parent_run_id=self.run_id, guard=self.guard)
+
+        @contextlib.contextmanager
+        def _child() -> Iterator[Run]:
+            self._note_redactions()
+            try:
+                with start_run(exp, run_name, tracking_uri=self.tracking_uri, tags=tags,
+                               parent_run_id=self.run_id, guard=self.guard) as run:
+                    yield run
+            finally:
+                self._noted_redactions = self.guard.redactions  # the child's are not ours
+
+        return _child()
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run terminated (FINISHED, FAILED or KILLED). Idempotent."""
@@ -646,6 +659,7 @@ def start_run(experiment: str = "medgen", run_name: str | None = None, *,
     uri = ensure_store(tracking_uri)
     client = client_for(uri)
     g = guard or PHIGuard(roots=roots, identifiers=identifiers, strict=strict)
+    base = g.redactions
     if guard is not None:
         for name, root in (roots or {}).items():
             g.add_root(name, root)
@@ -670,9 +684,8 @@ def start_run(experiment: str = "medgen", run_name: str | None = None, *,
     init["mlflow.source.name"] = "medgen"  # never the absolute path of a script
     info = retry(lambda: client.create_run(exp_id, run_name=name, tags=init)).info
     run = Run(client, info.run_id, exp_id, uri, g, name, orig_name=run_name or name,
-              orig_tags={k: v for k, v in (tags or {}).items()})
-    if g.redactions:
-        run._note_redactions()
+              orig_tags={k: v for k, v in (tags or {}).items()}, base_redactions=base)
+    run._note_redactions()
     status = "FINISHED"
     try:
         yield run

@@ -188,10 +188,14 @@ def test_nested_runs_and_parent(local_store):
         parent.register_identifiers(["DOE^JOHN"])
         with parent.child("step-train") as child:
             child.set_tags({"note": "by doe_john"})  # caught only via the parent's registry
+        parent.set_tags({"after": "DOE^JOHN"})
     client = client_for(local_store)
     c = client.get_run(child.run_id)
     assert c.data.tags["mlflow.parentRunId"] == parent.run_id
     assert c.data.tags["note"] == "by REDACTED-id"
+    # each run counts its own redactions although they share one guard
+    assert c.data.tags["medgen.phi.redactions"] == "1"
+    assert client.get_run(parent.run_id).data.tags["medgen.phi.redactions"] == "1"
     with pytest.raises(Exception):  # noqa: B017 - MLflow's own not-found error
         with start_run("medgen-test", "orphan", parent_run_id="0" * 32):
             pass
