@@ -1,0 +1,283 @@
+"""Batch jobs end to end: discovery, bad items, geometry, resume, retries, kill -9."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infer_helpers import write_phantom
+from typer.testing import CliRunner
+
+from medgen.cli import app
+from medgen.errors import ConfigError
+from medgen.infer.job import Job, Ledger, discover_items
+from medgen.infer.predictor import InferenceSettings, PredictorSpec, VolumePredictor
+from medgen.utils.atomic import TMP_PREFIX
+
+CPU1 = InferenceSettings(device="cpu", threads=1)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ledger_lines(dst: Path) -> list[dict]:
+    return [json.loads(x) for x in (dst / "ledger.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    skip = {"ledger.jsonl", "summary.json", "quarantine.jsonl", ".medgen-job.lock",
+            "output_manifest.json"}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def _temps(root: Path) -> list[Path]:
+    return list(root.rglob(TMP_PREFIX + "*"))
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_discovery_layout_and_output_paths(mixed_tree, tmp_path):
+    items = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "out")}
+    assert items["study1/ct5n"].kind == "dicom" and items["study1/ct5n"].out_rel == "study1/ct5n"
+    assert len(items["study1/ct5n"].files) == 5  # the RT structure set is not part of the series
+    assert items["nifti/a.nii.gz"].out_rel == "nifti/a.nii.gz"
+    assert items["nifti/deep/b.nii.gz"].out_rel == "nifti/deep/b.nii.gz"
+    assert "not an image (RT Structure Set Storage)" in items["study1/ct5n/rtstruct.dcm"].error
+    assert items["bad/truncated"].kind == "dicom"  # header is fine; pixels are cut
+    # ids are stable and not paths
+    again = {it.rel: it.id for it in discover_items(mixed_tree, tmp_path / "out")}
+    assert again == {k: v.id for k, v in items.items()}
+    assert all(len(i) == 16 and "/" not in i for i in again.values())
+    # format conversion names
+    conv = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "o2", output_format="nifti")}
+    assert conv["study1/ct5n"].out_rel == "study1/ct5n.nii.gz"
+    conv = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "o3", output_format="dicom")}
+    assert conv["nifti/a.nii.gz"].out_rel == "nifti/a" and conv["nifti/a.nii.gz"].out_format == "dicom"
+
+
+def test_series_folder_shared_with_other_items_gets_its_own_subfolder(tmp_path, ct5n_dir):
+    src = tmp_path / "src"
+    shutil.copytree(ct5n_dir, src / "pat")
+    write_phantom(src / "pat" / "extra.nii.gz")  # a NIfTI inside the series folder
+    items = {it.rel: it for it in discover_items(src, tmp_path / "dst")}
+    series = items["pat"]
+    assert series.out_rel == f"pat/series-{series.id[:8]}"
+    assert items["pat/extra.nii.gz"].out_rel == "pat/extra.nii.gz"
+
+
+def test_output_folder_must_not_be_or_contain_the_input(tmp_path, nifti_tree):
+    with pytest.raises(ConfigError):
+        discover_items(nifti_tree, nifti_tree)
+    with pytest.raises(ConfigError):
+        discover_items(nifti_tree, tmp_path)
+    # DST inside SRC is allowed, and its files are never taken as inputs
+    items = discover_items(nifti_tree, nifti_tree / "out")
+    assert len(items) == 10
+
+
+# --------------------------------------------------------------------------- bad items, geometry
+
+
+def test_bad_items_reported_others_finish_geometry_kept(mixed_tree, tmp_path, tiny_ckpt):
+    import SimpleITK as sitk
+
+    dst = tmp_path / "out"
+    res = CliRunner().invoke(app, ["denoise", "--model", str(tiny_ckpt), str(mixed_tree), str(dst),
+                                   "--no-track", "--threads", "1", "--quiet"])
+    assert res.exit_code == 3, res.output
+    summary = json.loads([x for x in res.stdout.splitlines() if x.startswith("{")][-1])
+    assert (summary["ok"], summary["quarantined"], summary["failed"]) == (4, 3, 0)
+    err = res.stderr
+    for name, why in [("bad/truncated/IM1.dcm", "pixel data"), ("bad/nan.nii.gz", "NaN"),
+                      ("study1/ct5n/rtstruct.dcm", "RT Structure Set")]:
+        line = next(x for x in err.splitlines() if x.startswith("quarantined:") and name in x)
+        assert why in line
+    assert str(mixed_tree) not in res.output  # no absolute input paths in what is printed
+    latest = Ledger(dst / "ledger.jsonl").latest
+    assert sorted(e["status"] for e in latest.values()) == ["ok"] * 4 + ["quarantined"] * 3
+    assert str(tmp_path) not in (dst / "ledger.jsonl").read_text()  # relative paths only
+    q = [json.loads(x) for x in (dst / "quarantine.jsonl").read_text().splitlines()]
+    assert {e["rel"] for e in q} == {"bad/truncated", "bad/nan.nii.gz", "study1/ct5n/rtstruct.dcm"}
+
+    # NIfTI: same grid as the input, read back by SimpleITK
+    for rel in ("nifti/a.nii.gz", "nifti/deep/b.nii.gz"):
+        a, b = sitk.ReadImage(str(mixed_tree / rel)), sitk.ReadImage(str(dst / rel))
+        assert a.GetSize() == b.GetSize()
+        np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
+        np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    # DICOM: the derived series has the source series' geometry (SimpleITK/GDCM reads both)
+    r = sitk.ImageSeriesReader()
+    src_files = r.GetGDCMSeriesFileNames(str(mixed_tree / "study1" / "ct5n"))
+    assert len(src_files) == 5
+    a = sitk.ReadImage(src_files)
+    b = sitk.ReadImage(r.GetGDCMSeriesFileNames(str(dst / "study1" / "ct5n")))
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    ok = latest[next(i for i, e in latest.items() if e.get("out") == "study1/ct5n")]
+    assert ok["uids"]["series_instance_uid"].startswith("2.25.")
+    assert len(ok["uids"]["sop_instance_uids"]) == 5 and len(ok["outputs"]) == 5
+    import pydicom
+
+    ds = pydicom.dcmread(str(dst / "study1" / "ct5n" / "IM00001.dcm"))
+    assert ds.SeriesInstanceUID == ok["uids"]["series_instance_uid"]
+    assert "DERIVED" in ds.ImageType and "denoised by medgen unet" in ds.DerivationDescription
+
+    # resume: nothing to do, quarantined items stay quarantined (exit 3), no new ledger lines
+    n_lines = len(_ledger_lines(dst))
+    s = Job(PredictorSpec.make(tiny_ckpt, CPU1), mixed_tree, dst).run()
+    assert (s.ok, s.skipped, s.quarantined, s.exit_code) == (0, 7, 3, 3)
+    assert len(_ledger_lines(dst)) == n_lines
+
+
+# --------------------------------------------------------------------------- resume rules
+
+
+def test_resume_rehashes_outputs_and_inputs_overwrite_forces(nifti_tree, tmp_path, tiny_ckpt):
+    dst = tmp_path / "out"
+    spec = PredictorSpec.make(tiny_ckpt, CPU1)
+    s = Job(spec, nifti_tree, dst).run()
+    assert (s.ok, s.exit_code) == (10, 0)
+    ref = _files(dst)
+    # an output damaged after the run: redone; an input changed: redone; the rest skipped
+    victim = dst / "sub-00" / "scan_01.nii.gz"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    write_phantom(nifti_tree / "sub-02" / "scan_07.nii.gz", seed=77)
+    s = Job(spec, nifti_tree, dst).run()
+    assert (s.ok, s.skipped) == (2, 8)
+    now = _files(dst)
+    assert now["sub-00/scan_01.nii.gz"] == ref["sub-00/scan_01.nii.gz"]  # deterministic redo
+    assert now["sub-02/scan_07.nii.gz"] != ref["sub-02/scan_07.nii.gz"]
+    # other settings = another job digest: everything is redone
+    s = Job(PredictorSpec.make(tiny_ckpt, InferenceSettings(device="cpu", threads=1, overlap=0.5)),
+            nifti_tree, dst).run()
+    assert s.ok == 10
+    s = Job(spec, nifti_tree, dst, overwrite=True).run()
+    assert (s.ok, s.skipped) == (10, 0)
+    assert json.loads((dst / "summary.json").read_text())["ok"] == 10
+    man = json.loads((dst / "output_manifest.json").read_text())
+    assert len(man["items"]) == 10 and all(len(r["files"]) == 1 for r in man["items"])
+
+
+def test_ledger_survives_a_cut_line(tmp_path):
+    p = tmp_path / "ledger.jsonl"
+    p.write_text(json.dumps({"item": "a", "status": "ok"}) + "\n" + '{"item": "b", "sta')
+    led = Ledger(p)
+    assert set(led.latest) == {"a"} and led.bad_lines == 1
+    led.append({"item": "c", "status": "failed"})
+    again = Ledger(p)
+    assert set(again.latest) == {"a", "c"} and again.bad_lines == 1
+
+
+class FlakyIO(VolumePredictor):
+    """Raises a transient I/O error (EIO) on the first ``fail_times`` calls per volume."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.calls: dict[float, int] = {}
+
+    def __call__(self, vol):
+        key = float(np.asarray(vol.array, np.float64).sum())
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] <= self.options["fail_times"]:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().__call__(vol)
+
+
+def test_transient_errors_are_retried_with_backoff(tmp_path, tiny_ckpt):
+    src = tmp_path / "src"
+    write_phantom(src / "a.nii.gz", seed=1)
+    write_phantom(src / "b.nii.gz", seed=2)
+    spec = PredictorSpec.make(tiny_ckpt, CPU1)
+    once = FlakyIO.from_checkpoint(tiny_ckpt, CPU1, options={"fail_times": 1})
+    t0 = time.perf_counter()
+    s = Job(spec, src, tmp_path / "o1", retries=2, retry_delay=0.2).run(predictor=once)
+    assert (s.ok, s.retried, s.exit_code) == (2, 2, 0)
+    assert time.perf_counter() - t0 >= 0.2
+    lines = _ledger_lines(tmp_path / "o1")
+    assert [e["status"] for e in lines].count("failed") == 2
+    assert all("retrying" in e["error"] and "Input/output error" in e["error"]
+               for e in lines if e["status"] == "failed")
+    always = FlakyIO.from_checkpoint(tiny_ckpt, CPU1, options={"fail_times": 99})
+    s = Job(spec, src, tmp_path / "o2", retries=2, retry_delay=0.01).run(predictor=always)
+    assert (s.failed, s.exit_code) == (2, 3)
+    assert len(_ledger_lines(tmp_path / "o2")) == 6  # 3 attempts per item, one line each
+    # failed (not quarantined) items are attempted again by the next run
+    s = Job(spec, src, tmp_path / "o2").run()
+    assert (s.ok, s.exit_code) == (2, 0)
+
+
+def test_concurrent_job_on_the_same_output_is_refused(tmp_path, tiny_ckpt, nifti_tree):
+    dst = tmp_path / "out"
+    j1 = Job(PredictorSpec.make(tiny_ckpt, CPU1), nifti_tree, dst)
+    j1.prepare()
+    try:
+        with pytest.raises(ConfigError, match="another medgen job"):
+            Job(PredictorSpec.make(tiny_ckpt, CPU1), nifti_tree, dst).prepare()
+    finally:
+        j1.close()
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+def test_kill_9_at_a_random_point_then_rerun_is_byte_identical(tmp_path, tiny_ckpt):
+    src = tmp_path / "src"
+    for i in range(10):
+        write_phantom(src / f"sub-{i // 4}" / f"scan_{i:02d}.nii.gz", shape=(48, 40, 32), seed=i)
+    args = ["--model", str(tiny_ckpt), "--no-track", "--threads", "1", "--quiet", "--roi", "16",
+            "--overlap", "0.5"]
+    # reference: one uninterrupted run (in-process, same code path and settings)
+    ref = tmp_path / "ref"
+    settings = InferenceSettings(device="cpu", threads=1, roi_size=(16, 16, 16), overlap=0.5)
+    s = Job(PredictorSpec.make(tiny_ckpt.resolve(), settings), src, ref).run()
+    assert s.ok == 10
+
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "medgen", "denoise", *args, str(src), str(dst)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=str(tmp_path))
+    rng = random.SystemRandom()
+    mode = rng.choice(["after-first-ok", "delay"])
+    delay = rng.uniform(0.0, 0.6)
+    ledger = dst / "ledger.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if mode == "delay" and (dst / ".medgen-job.lock").exists():
+            time.sleep(delay + 0.3)
+            break
+        if ledger.exists() and '"status":"ok"' in ledger.read_text():
+            time.sleep(delay)
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"job ended before the kill ({mode}, {delay:.2f} s)"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    n_done = sum(1 for e in Ledger(ledger).latest.values() if e["status"] == "ok") \
+        if ledger.exists() else 0
+    assert n_done < 10, "the kill came after the job had finished"
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert summary["ok"] + summary["skipped"] == 10
+    assert summary["skipped"] >= n_done
+    assert not _temps(dst), _temps(dst)
+    assert _files(dst) == _files(ref)  # every output present and byte-identical
+    latest = Ledger(ledger).latest
+    assert len(latest) == 10 and all(e["status"] == "ok" for e in latest.values())
