@@ -61,6 +61,9 @@ app.command("demo")(_demo.demo)
 from medgen.cli import train as _train  # noqa: E402
 
 app.command("train")(_train.train)
+from medgen.cli import audit as _audit  # noqa: E402
+
+app.command("audit")(_audit.audit)
 # helpers register further groups below this line (one line each)
 from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
 from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702

@@ -8,6 +8,7 @@ follow one step from batch to optimizer.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -131,6 +132,7 @@ class Trainer:
         self._wrapped: dict[int, torch.nn.Module] = {}
         self.step = 0
         self.best_metric = -float("inf")
+        self.smoke: dict | None = None  # weights digest after the first step (audit re-runs)
 
     def make_scheduler(self, opt: torch.optim.Optimizer):
         """Warm-up + cosine decay over ``optim.max_steps`` (what every task uses by default)."""
@@ -176,7 +178,7 @@ class Trainer:
                  "scaler": task.scaler.state_dict(), "rng": capture_rng_state(),
                  "config_sha256": self.config_sha256,
                  "modules": {k: m.state_dict() for k, m in task.extra_modules().items()},
-                 "task": task.extra_state()}
+                 "task": task.extra_state(), "smoke": json.dumps(self.smoke)}
         opt_state = {k: o.state_dict() for k, o in task.optimizers.items()}
         path = self.run_dir / "checkpoints" / which
         save_checkpoint(path, self.model, card=self._card(metrics, run_id), extra_state=extra,
@@ -211,6 +213,7 @@ class Trainer:
             if hasattr(task.ema, "n_averaged"):
                 task.ema.n_averaged.fill_(int(extra.get("task", {}).get("ema_n", self.step)))
         task.load_extra_state(extra.get("task", {}))
+        self.smoke = json.loads(extra.get("smoke") or "null")
         self.step = int(extra["step"])
         self.best_metric = float(extra["best_metric"])
         log.info("resumed %s at step %d", self.run_name, self.step)
@@ -245,6 +248,13 @@ class Trainer:
                 batch = sampler.batch(self.step * self.world + self.rank)
                 parts = task.train_step(batch, self.step)
                 self.step += 1
+                if self.step == 1 and self.smoke is None:
+                    from medgen.models import state_dict_sha256
+
+                    self.smoke = {"steps": 1, "deterministic": cfg.deterministic,
+                                  "device": self.device.type,
+                                  "weights_sha256": state_dict_sha256(
+                                      {k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
                 now = time.perf_counter()
                 if self.is_main:
                     sps = (self.step - n_last) / max(1e-9, now - t_last)
@@ -282,8 +292,31 @@ class Trainer:
                         for f in ("model.safetensors", "ema.safetensors", "config.json", "card.json"):
                             if (ck / f).exists():
                                 run.log_artifact(ck / f, f"checkpoints/{name}")
+                self._seal(run, wsha, stopped)
         return TrainResult(self.run_dir, best if best.exists() else None, last, self.step,
                            metrics, wsha, run_id, stopped)
+
+    def _seal(self, run, weights_sha: str, stopped: bool) -> None:
+        """Log the input manifest (if it carries no identifiers) and seal the run."""
+        from medgen.audit import seal_run
+        from medgen.audit.seal import rel_hint
+        from medgen.track import PHIError
+
+        artifact = None
+        mpath = Path(self.cfg.data.manifest)
+        try:
+            run.log_artifact(mpath, "manifests/train")
+            artifact = f"manifests/train/{mpath.name}"
+        except PHIError:
+            log.warning("input manifest not logged to MLflow (it holds identifier-like text); "
+                        "an audit needs --manifest train=PATH")
+        inputs = {"train": {"artifact": artifact, "manifest_hint": rel_hint(mpath),
+                            "root_hint": rel_hint(self.manifest.root)}}
+        seal_run(run, kind="train",
+                 lineage={"weights_sha256": weights_sha, "config_sha256": self.config_sha256,
+                          "train_manifest_sha256": self.manifest.digest, "steps": self.step,
+                          "stopped_early": stopped},
+                 rerun={"inputs": inputs, "smoke": self.smoke})
 
     def _run_ctx(self):
         if not (self.cfg.tracking.enabled and self.is_main):
