@@ -63,6 +63,8 @@ def fast_atomic_path(final: Path):
 class Quarantine(Exception):
     """The input gets no output; ``str(exc)`` is a one-line reason without any data value."""
 
+    names: list[str] = []  # values for file-name mapping, when the file could be read
+
 
 def safe_reason(exc: BaseException) -> str:
     """A one-line reason from an exception with quoted text and long numbers blanked out."""
@@ -129,13 +131,45 @@ def _transfer_syntax(ds) -> str:
 def deidentify_dicom(src: Path, dst: Path, key: Key, options: tuple[str, ...],
                      pixel_rules=None, verify: bool = True) -> dict[str, Any]:
     """De-identify one DICOM file to ``dst``; return the audit record (raises Quarantine)."""
+    ds = read_dicom(src)
+    names = name_values(ds)
+    try:
+        rec = _deidentify_ds(ds, src, dst, key, options, pixel_rules, verify)
+    except Quarantine as q:
+        q.names = names
+        raise
+    rec["names"] = names
+    return rec
+
+
+NAME_KEYWORDS = ["PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber",
+                 "PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate",
+                 "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+                 "IssuerOfPatientID", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
+                 "SOPInstanceUID"]
+
+
+def name_values(ds) -> list[str]:
+    """Top-level values that may also appear in file or folder names (never logged)."""
+    vals: list[str] = []
+    for kw in NAME_KEYWORDS:
+        try:
+            v = ds.get(kw)
+        except Exception:
+            continue
+        if v not in (None, ""):
+            vals.extend(str(x) for x in (v if isinstance(v, list | tuple) else [v]))
+    return vals
+
+
+def _deidentify_ds(ds, src: Path, dst: Path, key: Key, options: tuple[str, ...], pixel_rules,
+                   verify: bool) -> dict[str, Any]:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID
 
     from medgen.deid import pixels
     from medgen.deid import verifier as V
 
-    ds = read_dicom(src)
     # the verifier extracts the original's identifying values itself, before anything changes
     ids = V.identifiers_from_dataset(ds, options) if verify else None
     meta = getattr(ds, "file_meta", None)
@@ -354,6 +388,10 @@ def deidentify_json(src: Path, dst: Path, key: Key, options: tuple[str, ...],
         raise Quarantine("not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise Quarantine("JSON top level is not an object (not a sidecar)")
+    names = [str(data[k]) for k in ("PatientName", "PatientID", "PatientBirthDate",
+                                    "AccessionNumber") if data.get(k)]
+    if data.get("AcquisitionDateTime"):
+        names.append(re.sub(r"[^0-9]", "", str(data["AcquisitionDateTime"]))[:8])
     out, actions = scrub_sidecar(data, key, options, subject_hint)
     with atomic_path(dst) as tmp:
         tmp.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -362,4 +400,4 @@ def deidentify_json(src: Path, dst: Path, key: Key, options: tuple[str, ...],
             if findings:
                 raise Quarantine(f"verifier: {len(findings)} finding(s), first: {findings[0]}")
         out_sha = sha256_file(tmp)
-    return {"kind": "json", "out_sha256": out_sha, "actions": actions}
+    return {"kind": "json", "out_sha256": out_sha, "actions": actions, "names": names}

@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +40,8 @@ from medgen.utils.hashing import sha256_file
 
 log = logging.getLogger("medgen.deid")
 AUDIT_DIR = "_deid"
-_NAME_TAGS = ["PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
-              "StudyDate", "SeriesDate", "AcquisitionDate", "OtherPatientNames", "PatientBirthName",
-              "PatientMotherBirthName", "IssuerOfPatientID", "StudyID"]
-_SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,6})$")
+_SUFFIX = re.compile(r"(\.nii\.gz|\.nii|\.dcm|\.dicom|\.ima|\.dc3|\.json|\.hdr|\.img|\.gz|\.bin)$",
+                     re.IGNORECASE)
 
 
 @dataclass
@@ -74,40 +74,15 @@ def _init(secret: bytes, options: tuple[str, ...], rules_path: str | None, verif
               rules=load_pixel_rules(rules_path) if rules_path else None, verify=verify)
 
 
-def _tokens(path_str: str) -> list[str]:
-    """Identifying tokens of one file for file-name mapping (lower case)."""
-    p = Path(path_str)
-    vals: list[str] = []
-    kind = file_kind(p)
-    try:
-        if kind == "json":
-            data = json.loads(p.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                vals = [str(data[k]) for k in ("PatientName", "PatientID", "PatientBirthDate",
-                                               "AccessionNumber") if data.get(k)]
-                if data.get("AcquisitionDateTime"):
-                    vals.append(re.sub(r"[^0-9]", "", str(data["AcquisitionDateTime"]))[:8])
-        elif kind == "dicom":
-            from pydicom.datadict import tag_for_keyword
-            from pydicom.filereader import read_partial
-
-            tags = [tag_for_keyword(k) for k in _NAME_TAGS]
-            with open(p, "rb") as fh:  # the patient/study groups come first: stop after 0020
-                ds = read_partial(fh, stop_when=lambda tag, vr, length: tag.group > 0x0020,
-                                  specific_tags=tags, force=True)
-            for kw in _NAME_TAGS:
-                v = ds.get(kw)
-                if v not in (None, ""):
-                    vals.extend(str(x) for x in (v if isinstance(v, list | tuple) else [v]))
-    except Exception:
-        return []
+def name_tokens(vals: list[str]) -> set[str]:
+    """Identifying tokens (lower case) for file-name mapping, from header/sidecar values."""
     out = set()
     for v in vals:
         for part in [v] + re.split(r"[\^=\s,]+", v):
-            s = part.strip().lower()
-            if len(s) >= 3 and not (s.isdigit() and len(s) < 4):
-                out.add(s)
-    return sorted(out)
+            t = part.strip().lower()
+            if len(t) >= 3 and not (t.isdigit() and len(t) < 4):
+                out.add(t)
+    return out
 
 
 def map_name(rel: Path, tokens: set[str], key: Key) -> Path:
@@ -125,17 +100,17 @@ def map_name(rel: Path, tokens: set[str], key: Key) -> Path:
     return Path(*parts)
 
 
-def _process(task: tuple[int, str, str, str]) -> dict[str, Any]:
+def _process(task: tuple[int, str, str]) -> dict[str, Any]:
     # pydicom's own warnings quote header values (PHI): silence them while a file is processed
     with quiet_pydicom():
         return _process_one(task)
 
 
-def _process_one(task: tuple[int, str, str, str]) -> dict[str, Any]:
-    idx, src_s, dst_s, item = task
-    src, dst = Path(src_s), Path(dst_s)
+def _process_one(task: tuple[int, str, str]) -> dict[str, Any]:
+    idx, src_s, stage_s = task
+    src, stage = Path(src_s), Path(stage_s)
     key, options = _W["key"], _W["options"]
-    rec: dict[str, Any] = {"index": idx, "item": item}
+    rec: dict[str, Any] = {"index": idx}
     try:
         rec["in_sha256"] = sha256_file(src)
     except OSError as exc:
@@ -143,17 +118,17 @@ def _process_one(task: tuple[int, str, str, str]) -> dict[str, Any]:
     kind = file_kind(src)
     try:
         if kind == "nifti":
-            rec.update(deidentify_nifti(src, dst, key, options, _W["verify"]))
+            rec.update(deidentify_nifti(src, stage, key, options, _W["verify"]))
         elif kind == "nifti-pair":
-            rec.update(deidentify_nifti(src, dst, key, options, _W["verify"], pair=True))
+            rec.update(deidentify_nifti(src, stage, key, options, _W["verify"], pair=True))
         elif kind == "json":
             hint = next((p[4:] for p in src.parts if p.startswith("sub-")), "")
-            rec.update(deidentify_json(src, dst, key, options, _W["verify"], hint))
+            rec.update(deidentify_json(src, stage, key, options, _W["verify"], hint))
         else:
-            rec.update(deidentify_dicom(src, dst, key, options, _W["rules"], _W["verify"]))
+            rec.update(deidentify_dicom(src, stage, key, options, _W["rules"], _W["verify"]))
         rec["status"] = "ok"
     except Quarantine as exc:
-        rec.update(status="quarantined", reason=str(exc))
+        rec.update(status="quarantined", reason=str(exc), names=exc.names)
     except Exception as exc:  # one bad file never stops the batch
         rec.update(status="quarantined", reason=safe_reason(exc))
     try:
@@ -161,12 +136,11 @@ def _process_one(task: tuple[int, str, str, str]) -> dict[str, Any]:
             rec.update(status="quarantined", reason="input changed while it was processed")
     except OSError:
         pass
+    rec["tokens"] = sorted(name_tokens(rec.pop("names", None) or []))
+    if rec["status"] != "ok":
+        for p in (stage, stage.with_suffix(".img")):
+            p.unlink(missing_ok=True)
     return rec
-
-
-def _names(path_str: str) -> list[str]:
-    with quiet_pydicom():
-        return _tokens(path_str)
 
 
 def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), workers: int = 1,
@@ -213,36 +187,57 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
     init = (key.secret, options, str(pixel_rules) if pixel_rules else None, verify)
     common = {"key_fingerprint": key.fingerprint, "options": list(options),
               "table_edition": rep.table_edition}
+    # One pass: each file is de-identified into a staging folder under its index; the output
+    # names are decided at the end, when every identifier that could sit in a file or folder
+    # name has been seen, and the staged files are renamed into place.
+    staging = dst / AUDIT_DIR / f".staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    tasks = []
+    for i, p in enumerate(files):
+        m = _SUFFIX.search(p.name)
+        tasks.append((i, str(p), str(staging / f"{i:08d}{m.group(0) if m else ''}")))
     ex = ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=init) \
         if workers > 1 else None
+    tokens: set[str] = set()
     try:
-        chunk = max(1, min(64, len(files) // (4 * max(workers, 1)) or 1))
+        chunk = max(1, min(32, len(files) // (8 * max(workers, 1)) or 1))
         if ex is None:
             _init(*init)
-            token_lists = map(_names, (str(p) for p in files))
+            results = map(_process, tasks)
         else:
-            token_lists = ex.map(_names, (str(p) for p in files), chunksize=chunk)
-        tokens: set[str] = set()
-        for tl in token_lists:
-            tokens.update(tl)
-        tasks = []
-        for i, p in enumerate(files):
-            rel = map_name(p.relative_to(root), tokens, key)
-            tasks.append((i, str(p), str(dst / rel), rel.as_posix()))
-        results = map(_process, tasks) if ex is None else ex.map(_process, tasks, chunksize=chunk)
-        with atomic_path(audit_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            results = ex.map(_process, tasks, chunksize=chunk)
+        with open(staging / "records.jsonl", "w", encoding="utf-8") as fh:
             for n, rec in enumerate(results, 1):
-                fh.write(json.dumps({**rec, **common}, sort_keys=True) + "\n")
+                tokens.update(rec.pop("tokens"))
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+                if progress is not None:
+                    progress(n, len(tasks))
+        used: set[Path] = set()
+        with atomic_path(audit_path) as tmp, open(tmp, "w", encoding="utf-8") as out, \
+                open(staging / "records.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                i = rec["index"]
+                rel = map_name(files[i].relative_to(root), tokens, key)
+                if rel in used:  # two inputs mapped onto one name: keep both
+                    rel = rel.with_name(f"{i:08d}_{rel.name}")
+                used.add(rel)
+                rec["item"] = rel.as_posix()
                 if rec["status"] == "ok":
+                    staged = Path(tasks[i][2])
+                    (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, dst / rel)
+                    if staged.with_suffix(".img").exists():
+                        os.replace(staged.with_suffix(".img"), (dst / rel).with_suffix(".img"))
                     rep.ok += 1
                 else:
                     rep.quarantined.append((rec["item"], rec["reason"]))
                     log.info("quarantined %s: %s", rec["item"], rec["reason"])
-                if progress is not None:
-                    progress(n, len(tasks))
+                out.write(json.dumps({**rec, **common}, sort_keys=True) + "\n")
     finally:
         if ex is not None:
             ex.shutdown()
+        shutil.rmtree(staging, ignore_errors=True)
     if hasattr(os, "sync"):
         os.sync()  # outputs are renamed into place without per-file fsync; make them durable
     return rep

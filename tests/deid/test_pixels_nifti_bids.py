@@ -183,3 +183,27 @@ def test_cli_key_handling(tmp_path):
     r = run_cli("deid", str(src), str(tmp_path / "o5"), env={"MEDGEN_KEY_FILE": str(kp)})
     assert r.returncode == 3 and "notes.txt: unsupported file type" in r.stderr
     assert (tmp_path / "o5" / "a.dcm").exists()
+
+
+def test_names_from_data_are_replaced_everywhere(tmp_path, key):
+    src = tmp_path / "in" / "DOE_JOHN_19610203"
+    src.mkdir(parents=True)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName, ds.PatientBirthDate = "Doe^John", "19610203"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.55.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(src / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    (src / "notes_john.txt").write_text("free text")  # quarantined, but named consistently
+    (src / "scan.json").write_text(json.dumps({"EchoTime": 0.01}))
+    rep = deidentify(tmp_path / "in", tmp_path / "out", key=key)
+    assert rep.ok == 2 and len(rep.quarantined) == 1
+    names = [p.relative_to(tmp_path / "out").as_posix()
+             for p in (tmp_path / "out").rglob("*") if "_deid" not in p.parts]
+    items = names + [i for i, _ in rep.quarantined]
+    for n in items:
+        low = n.lower()
+        assert "doe" not in low and "john" not in low and "19610203" not in low, n
+        assert "3680043.2.1125.55.1" not in n
+    folders = {n.split("/")[0] for n in items}
+    assert len(folders) == 1  # one folder, same pseudonym for every file in it
+    assert verify(tmp_path / "out", original=tmp_path / "in").ok
