@@ -240,7 +240,7 @@ def identifiers_from_dataset(ds, options: tuple[str, ...] = ()) -> Identifiers:
 def _from_dataset(ds, rules: _Rules, ids: Identifiers) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        if meta.get("MediaStorageSOPInstanceUID"):
+        if meta.get("MediaStorageSOPInstanceUID") and "retain-uids" not in rules.options:
             ids.add_uid(str(meta.MediaStorageSOPInstanceUID))
         if meta.get("SourceApplicationEntityTitle"):
             ids.add_string(str(meta.SourceApplicationEntityTitle))
@@ -271,6 +271,10 @@ def _from_dataset(ds, rules: _Rules, ids: Identifiers) -> None:
                 if code is None:
                     code = "K" if t in rules.allow_ctx else "X"
             keep = code == "K" or (vr == "UI" and retain_uids) or (vr in ("DA", "DT") and full_dates)
+            if code == "C" and vr in TEXT:
+                # cleaned text may legitimately stay as it was when it held nothing identifying;
+                # its identifying parts are other attributes' values, searched for anyway
+                continue
             for v in vals:
                 if keep:
                     ids.kept.add(_compact(v))
@@ -379,8 +383,11 @@ def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
 
     rules = _rules(tuple(options))
     out: list[str] = []
+    import io
+
+    data = Path(path).read_bytes()
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:
         return [f"pydicom cannot re-read the output ({type(exc).__name__})"]
     retain_uids = "retain-uids" in options
@@ -468,7 +475,7 @@ def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
         for el in meta:
             if el.VR in ("UI", "SH", "AE") and ids.hit(str(el.value)):
                 out.append(f"file meta {_t(int(el.tag))}: holds an original identifier")
-        if ids.raw_hit(Path(path).read_bytes()):
+        if ids.raw_hit(data):
             out.append("raw bytes: an original identifier appears in the file")
     return out
 

@@ -46,3 +46,21 @@ def test_all_pydicom_and_pydicom_data_files(tmp_path, key, pydicom_files, pydico
         total_ok += rep.ok
         assert verify(dst).ok  # the outputs pass the independent verifier as a whole
     assert total_ok > 120
+
+
+ALL_COMPATIBLE = ("clean-descriptors", "clean-structured-content", "clean-graphics",
+                  "retain-safe-private", "retain-patient-characteristics",
+                  "retain-device-identity", "retain-institution-identity",
+                  "retain-long-modified-dates", "retain-uids")
+
+
+def test_pydicom_files_with_every_option(tmp_path, key, pydicom_files):
+    """The option code paths (C actions, safe private, date shifts) on every real file: only the
+    expected quarantine reasons, never an engine error or a verifier finding."""
+    rep = deidentify(pydicom_files, tmp_path / "o", key=key, options=ALL_COMPATIBLE, workers=2)
+    expected = ("burned-in", "DICOMDIR", "unsupported file type", "no SOP Class UID",
+                "not a DICOM file")
+    odd = [r for _, r in rep.quarantined if not any(e in r for e in expected)]
+    assert not odd, odd
+    assert rep.ok > 100
+    assert verify(tmp_path / "o", options=ALL_COMPATIBLE).ok
