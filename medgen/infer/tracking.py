@@ -34,7 +34,10 @@ TAG_OUTPUT_MANIFEST = "medgen.output_manifest.sha256"
 
 def model_reference(model: str) -> dict[str, str]:
     """A non-identifying description of ``--model`` (folder name, or the MLflow URI)."""
-    if model.startswith(("runs:/", "models:/")):
+    if model.startswith("runs:/"):  # split: the guard would take "/<path>" after a hex id for a path
+        run_id, _, path = model[len("runs:/"):].partition("/")
+        return {"model_run_id": run_id, "model_artifact_path": path}
+    if model.startswith("models:/"):
         return {"model_uri": model}
     return {"model_dir": Path(model).name}
 
