@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
+import io
 import json
 import os
 import re
@@ -215,16 +217,19 @@ def _deidentify_ds(ds, src: Path, dst: Path, key: Key, options: tuple[str, ...],
     fm.ImplementationVersionName = ("MEDGEN_" + __version__.replace(".", "_"))[:16]
     ds.file_meta = fm
     ds.preamble = b"\x00" * 128
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except Exception as exc:
+        raise Quarantine(f"cannot write the de-identified instance: {safe_reason(exc)}") from None
+    data = buf.getvalue()
+    if verify:  # the exact bytes that will be written, parsed back by the independent verifier
+        findings = V.scan_dicom(data, options, ids)
+        if findings:
+            raise Quarantine(f"verifier: {len(findings)} finding(s), first: {findings[0]}")
+    out_sha = hashlib.sha256(data).hexdigest()
     with fast_atomic_path(dst) as tmp:
-        try:
-            ds.save_as(tmp, enforce_file_format=True)
-        except Exception as exc:
-            raise Quarantine(f"cannot write the de-identified instance: {safe_reason(exc)}") from None
-        if verify:
-            findings = V.scan_dicom(tmp, options, ids)
-            if findings:
-                raise Quarantine(f"verifier: {len(findings)} finding(s), first: {findings[0]}")
-        out_sha = sha256_file(tmp)
+        tmp.write_bytes(data)
     return {"kind": "dicom", "out_sha256": out_sha,
             "actions": dict(sorted(ctx.actions.items()))}
 

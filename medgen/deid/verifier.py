@@ -376,16 +376,16 @@ def _t(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def scan_dicom(path: str | Path, options: tuple[str, ...] = (),
+def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
                ids: Identifiers | None = None) -> list[str]:
-    """Findings for one de-identified DICOM file (empty list = clean)."""
+    """Findings for one de-identified DICOM file, given as a path or its bytes (empty = clean)."""
     import pydicom
 
     rules = _rules(tuple(options))
     out: list[str] = []
     import io
 
-    data = Path(path).read_bytes()
+    data = bytes(path) if isinstance(path, bytes | bytearray) else Path(path).read_bytes()
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:
