@@ -7,7 +7,7 @@ import multiprocessing as mp
 import sqlite3
 
 
-def _worker(workdir: str, i: int, go) -> str:
+def _worker(workdir: str, i: int, go, results) -> None:
     import os
 
     os.chdir(workdir)
@@ -15,22 +15,30 @@ def _worker(workdir: str, i: int, go) -> str:
     from medgen.track import ensure_store, start_run
 
     go.wait(60)  # all eight hit the fresh store together
-    ensure_store()
-    with start_run("medgen-concurrent", f"worker-{i}") as run:
-        run.log_params({"worker": i})
-        for step in range(5):
-            run.log_metrics({"loss": 1.0 / (step + 1), "worker": float(i)}, step=step)
-        run.log_text(f"worker {i}\n", "out/worker.txt")
-    return run.run_id
+    try:
+        ensure_store()
+        with start_run("medgen-concurrent", f"worker-{i}") as run:
+            run.log_params({"worker": i})
+            for step in range(5):
+                run.log_metrics({"loss": 1.0 / (step + 1), "worker": float(i)}, step=step)
+            run.log_text(f"worker {i}\n", "out/worker.txt")
+        results.put(run.run_id)
+    except Exception as exc:  # reported to the parent instead of a silent hang
+        results.put(f"worker {i} failed: {type(exc).__name__}: {exc}")
 
 
 def test_eight_spawned_writers_on_fresh_store(tmp_path):
     ctx = mp.get_context("spawn")
-    go = ctx.Manager().Event()
-    with ctx.Pool(8) as pool:
-        pending = [pool.apply_async(_worker, (str(tmp_path), i, go)) for i in range(8)]
-        go.set()
-        run_ids = [p.get(timeout=240) for p in pending]
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), i, go, results)) for i in range(8)]
+    for p in procs:
+        p.start()
+    go.set()
+    run_ids = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert not [r for r in run_ids if r.startswith("worker")], run_ids
+    assert [p.exitcode for p in procs] == [0] * 8
     assert len(set(run_ids)) == 8
 
     db = tmp_path / "mlflow.db"
