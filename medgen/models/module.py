@@ -1,13 +1,17 @@
 """The inference contract shared by every medgen model: ``predict(model, x)``.
 
 Every model maps a ``(B, C_in, *spatial)`` float tensor in *normalised* intensity to
-``(B, C_out, *[s * scale_factor for s in spatial])``; denoisers have ``scale_factor == 1`` and
+``(B, C_out, *[s * f for s, f in zip(spatial, scale_factors)])``: super-resolution models declare
+``scale_factors`` (one int per spatial axis, e.g. ``(1, 1, 4)``), others an int ``scale_factor``
+used on every axis (:func:`scale_factors`); denoisers have ``scale_factor == 1`` and
 ``C_out == C_in`` so the output has the input's shape. Spatial sizes that are not multiples of
 the model's ``size_divisor`` are padded (replicate) and the output cropped back, so the
 sliding-window inference core can call any model on any ROI.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +21,16 @@ from torch import nn
 class MedgenModule(nn.Module):
     """Base class of medgen models: ``config``, ``size_divisor``, ``scale_factor``, ``infer``.
 
+    ``scale_factors`` (None here) is the per-spatial-axis form; set it for anisotropic
+    upsampling (it takes precedence over ``scale_factor`` in :func:`predict`).
+
     Subclasses implement ``infer(x)`` (deterministic, inference-time output for a padded input);
     ``forward`` stays free to return whatever training needs (e.g. the VAE's posterior).
     """
 
     size_divisor: int = 1
     scale_factor: int = 1
+    scale_factors: tuple[int, ...] | None = None
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -57,10 +65,24 @@ def pad_to_multiple(x: torch.Tensor, divisor: int, mode: str = "replicate"
     return F.pad(x, pad, mode=mode), sizes
 
 
-def crop_to(y: torch.Tensor, sizes: list[int], scale: int = 1) -> torch.Tensor:
-    """Crop spatial dims of ``y`` to ``sizes * scale`` (undo :func:`pad_to_multiple`)."""
-    idx = (slice(None), slice(None)) + tuple(slice(0, s * scale) for s in sizes)
+def crop_to(y: torch.Tensor, sizes: list[int], scale: int | Sequence[int] = 1) -> torch.Tensor:
+    """Crop spatial dims of ``y`` to ``sizes * scale`` (undo :func:`pad_to_multiple`); ``scale``
+    is one int or one per spatial axis."""
+    scales = [int(scale)] * len(sizes) if isinstance(scale, int) else [int(f) for f in scale]
+    idx = (slice(None), slice(None)) + tuple(slice(0, s * f) for s, f in zip(sizes, scales, strict=True))
     return y[idx]
+
+
+def scale_factors(model: nn.Module, spatial_dims: int) -> tuple[int, ...]:
+    """Per-axis output/input size ratio of a model: ``model.scale_factors`` (per spatial axis,
+    super-resolution) when set, else the int ``model.scale_factor`` on every axis."""
+    per_axis = getattr(model, "scale_factors", None)
+    if per_axis is not None:
+        return tuple(int(f) for f in per_axis)
+    s = getattr(model, "scale_factor", 1)
+    if isinstance(s, (tuple, list)):
+        return tuple(int(f) for f in s)
+    return (int(s),) * spatial_dims
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +99,8 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        Same batch, ``out_channels`` channels, spatial sizes times ``scale_factor`` (1 for
-        denoisers: the input's shape). The VAE returns the decoded posterior *mean*, not a sample.
+        Same batch, ``out_channels`` channels, spatial sizes times the per-axis
+        :func:`scale_factors` (1 for denoisers: the input's shape). The VAE returns the decoded posterior *mean*, not a sample.
         Runs under ``torch.no_grad`` in eval mode; the model's train/eval flag is restored.
     """
     cfg = getattr(model, "config", None)
@@ -94,6 +116,6 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             xp, sizes = pad_to_multiple(x, int(getattr(model, "size_divisor", 1)))
             fn = getattr(model, "infer", None)
             y = fn(xp) if fn is not None else model(xp)
-            return crop_to(y, sizes, int(getattr(model, "scale_factor", 1)))
+            return crop_to(y, sizes, scale_factors(model, x.ndim - 2))
     finally:
         model.train(was_training)

@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, WrapValidator
 from medgen.errors import ConfigError
 from medgen.models.base import BaseModelConfig
 from medgen.models.denoise.config import UNetConfig, VAEConfig
+from medgen.models.sr.config import SRGeneratorConfig
 from medgen.models.synth.config import GenVAEConfig, LDMConfig
 from medgen.registry import Registry, suggest
 from medgen.utils.hashing import sha256_json
@@ -87,6 +88,9 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     "ldm", LDMConfig, "medgen.models.synth.ldm:build_ldm", tasks=("synth",),
     description="latent diffusion (AutoencoderKL + DiffusionModelUNet; DDPM/DDIM/RFlow)"))
+register_model(ModelSpec(
+    "rrdb_sr", SRGeneratorConfig, "medgen.models.sr.generator:build_rrdb_sr", tasks=("sr",),
+    description="RRDB super-resolution generator, per-axis sub-pixel upsampling (2D/3D)"))
 
 
 
@@ -118,7 +122,7 @@ def _model_config_wrap(value: Any, handler):
 
 #: Discriminated union over the registered model configs (pydantic field type for ``model:``).
 ModelConfig = Annotated[
-    Union[VAEConfig, UNetConfig],  # noqa: UP007 - keep the union explicit for the discriminator
+    Union[VAEConfig, UNetConfig, SRGeneratorConfig, GenVAEConfig, LDMConfig],  # noqa: UP007 - keep the union explicit for the discriminator
     Field(discriminator="name"),
     WrapValidator(_model_config_wrap),
 ]

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from medgen.config.base import StrictModel
 from medgen.models import BlindSpotConfig, IntensityNorm, ModelConfig, VAELossConfig
+from medgen.models.sr.config import SRTrainConfig
 from medgen.synth.config import SynthTrainConfig
 
 
@@ -81,6 +82,7 @@ class TrainConfig(StrictModel):
     val: ValConfig = Field(default_factory=ValConfig)
     tracking: TrackConfig = Field(default_factory=TrackConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    sr: SRTrainConfig | None = Field(None, description="task sr: pairs, losses, EMA, discriminator")
     synth: SynthTrainConfig | None = Field(None, description="task synth: conditions, diffusion, stages")
 
     @model_validator(mode="after")
@@ -97,6 +99,14 @@ class TrainConfig(StrictModel):
             self.blindspot.enabled = True
         if self.blindspot.enabled and self.mode != "self-supervised":
             raise ValueError("blindspot.enabled needs mode: self-supervised")
+        if self.task == "sr":
+            if self.sr is None:
+                self.sr = SRTrainConfig()
+            if self.mode != "supervised":
+                raise ValueError("task sr trains on simulated pairs: mode must be supervised")
+            self.sr.check_model(self.model, p)
+        elif self.sr is not None:
+            raise ValueError(f"an sr: section needs task: sr (task is '{self.task}')")
         if self.task == "synth":
             if self.synth is None:
                 self.synth = SynthTrainConfig()

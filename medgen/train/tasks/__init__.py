@@ -10,6 +10,7 @@ from medgen.registry import Registry, lazy
 
 TASKS: Registry = Registry("tasks")
 TASKS.register("denoise", lazy("medgen.train.tasks.denoise", "DenoiseTask"))
+TASKS.register("sr", lazy("medgen.train.tasks.sr", "SRTask"))
 TASKS.register("synth", lazy("medgen.train.tasks.synth", "SynthTask"))
 
 __all__ = ["TASKS"]
