@@ -132,8 +132,18 @@ class Run:
         self._orig_name = orig_name if orig_name is not None else run_name
         self._sent_tags: dict[str, tuple[Any, str, str]] = {}  # orig key -> (orig value, key, value)
         self._sent_params: dict[str, tuple[Any, str, str]] = {}
-        for k, v in (orig_tags or {}).items():
-            self._sent_tags[str(k)] = (v, self._g(k, "tag key"), self._tag_value(k, v))
+        with self._uncounted():  # start_run already guarded (and counted) these
+            for k, v in (orig_tags or {}).items():
+                self._sent_tags[str(k)] = (v, self._g(k, "tag key"), self._tag_value(k, v))
+
+    @contextlib.contextmanager
+    def _uncounted(self) -> Iterator[None]:
+        """Re-checks of values already guarded do not add to the redaction count."""
+        n = self.guard.redactions
+        try:
+            yield
+        finally:
+            self.guard.redactions = n
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -158,22 +168,29 @@ class Run:
         n = self.guard.register(values)
         if not n:
             return n
-        new_name = self._g(self._orig_name, "run name")
+        changed = 0
+        with self._uncounted():
+            new_name = self._g(self._orig_name, "run name")
         if new_name != self.run_name:
             retry(lambda: self.client.update_run(self.run_id, name=new_name))
             self.run_name = new_name
+            changed += 1
         fix: list[RunTag] = []
         for ok, (ov, sk, sv) in list(self._sent_tags.items()):
-            nk, nv = self._g(ok, "tag key"), self._tag_value(ok, ov)
+            with self._uncounted():
+                nk, nv = self._g(ok, "tag key"), self._tag_value(ok, ov)
             if nk != sk:
                 retry(lambda k=sk: self.client.delete_tag(self.run_id, k))
             if (nk, nv) != (sk, sv):
                 fix.append(RunTag(nk, nv))
                 self._sent_tags[ok] = (ov, nk, nv)
+                changed += 1
         if fix:
             retry(lambda: self.client.log_batch(self.run_id, tags=fix))
-        stale = [sk for ok, (ov, sk, sv) in self._sent_params.items()
-                 if (self._g(ok, "param key"), self._param_value(ov)) != (sk, sv)]
+        with self._uncounted():
+            stale = [sk for ok, (ov, sk, sv) in self._sent_params.items()
+                     if (self._g(ok, "param key"), self._param_value(ov)) != (sk, sv)]
+        self.guard.redactions += changed
         self._note_redactions()
         if stale:
             raise PHIError(None, f"{len(stale)} param(s) logged before these identifiers were "

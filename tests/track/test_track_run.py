@@ -260,6 +260,7 @@ def test_late_registration_rewrites_tags_and_refuses_params_already_logged(local
     r = client_for(local_store).get_run(run.run_id)
     assert r.info.status == "FAILED"
     assert r.data.tags["reader"] == "REDACTED-id"  # rewritten in place
+    assert r.data.tags["medgen.phi.redactions"] == "1"
     assert r.data.params["who"] == "doe_john"  # immutable in MLflow: hence the loud failure
 
 
