@@ -5,14 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = sorted((ROOT / "configs" / "tiny").glob("*.yaml"))
 FULL = sorted((ROOT / "configs" / "model").glob("*.yaml"))
+DENOISERS = ("vae", "unet")
+
+
+def _family(path: Path) -> str | None:
+    data = yaml.safe_load(path.read_text()) or {}
+    return (data.get("model") or data).get("name")
+
+
+DENOISE_TINY = [p for p in TINY if _family(p) in DENOISERS]
+
+
+@pytest.fixture(params=DENOISE_TINY, ids=lambda p: p.stem)
+def tiny_cfg(request):
+    """Tiny configs of the denoising families (this package's own models)."""
+    from medgen.models import load_model_config
+
+    return load_model_config(request.param)
 
 
 @pytest.fixture(params=TINY, ids=lambda p: p.stem)
-def tiny_cfg(request):
+def any_tiny_cfg(request):
+    """Every tiny config, whatever its family (the contract and checkpoint tests hold for all)."""
     from medgen.models import load_model_config
 
     return load_model_config(request.param)

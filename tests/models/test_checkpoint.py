@@ -46,10 +46,13 @@ def no_pickle(monkeypatch):
 
 
 def _card(cfg, card_dict):
-    return {**card_dict, "model_name": cfg.name}
+    from medgen.models import model_spec
+
+    return {**card_dict, "model_name": cfg.name, "task": model_spec(cfg).tasks[0]}
 
 
-def test_round_trip_identical_outputs(tiny_cfg, card_dict, tmp_path, no_pickle):
+def test_round_trip_identical_outputs(any_tiny_cfg, card_dict, tmp_path, no_pickle):
+    tiny_cfg = any_tiny_cfg
     torch.manual_seed(0)
     model = build_model(tiny_cfg)
     x = torch.randn(1, tiny_cfg.in_channels, *tiny_cfg.patch_size)
