@@ -91,6 +91,11 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _check_on_phi(on_phi: str) -> None:
+    if on_phi not in ("redact", "raise"):
+        raise ValueError(f"on_phi must be 'redact' or 'raise', got {on_phi!r}")
+
+
 def _cut(value: str, limit: int, mark: str = TRUNCATED_MARK) -> str:
     return value if len(value) <= limit else value[: limit - len(mark)] + mark
 
@@ -313,8 +318,9 @@ class Run:
 
         ``on_phi="redact"`` replaces identifying spans; ``"raise"`` refuses with a PHIError.
         """
+        _check_on_phi(on_phi)
         if on_phi == "raise":
-            self.guard.check(text, where=artifact_file)
+            self.guard.check(text, where=self._g(artifact_file, "artifact name"))
             safe = text
         else:
             safe = self._g(text, "text artifact", dates=_dates)
@@ -334,9 +340,10 @@ class Run:
         """
         from medgen.utils.hashing import canonical_json
 
+        _check_on_phi(on_phi)
         if on_phi == "raise":
             strict = self.guard.strict_copy()
-            safe = strict.guard_obj(obj, where=artifact_file)
+            safe = strict.guard_obj(obj, where=self._g(artifact_file, "artifact name"))
         else:
             safe = self.guard.guard_obj(obj, where="json artifact")
         if canonical:

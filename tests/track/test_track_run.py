@@ -274,3 +274,15 @@ def test_figure_grid_accepts_2d_and_torch(local_store, tmp_path):
     assert path == "figures/slices/grid.png"
     png = mpimg.imread(client_for(local_store).download_artifacts(run.run_id, path, str(tmp_path)))
     assert png.shape[:2] == (480, 240)  # 2 rows x 1 panel
+
+
+def test_seal_mode_refuses_instead_of_rewriting(local_store):
+    with start_run("medgen-test", "seal") as run:
+        with pytest.raises(PHIError) as err:
+            run.log_json({"created": "2026-01-02"}, "audit_19700101.json", on_phi="raise")
+        with pytest.raises(PHIError):
+            run.log_text("by DOE^JOHN", "notes.txt", on_phi="raise")
+        with pytest.raises(ValueError):
+            run.log_text("x", "y.txt", on_phi="ignore")
+    assert "19700101" not in str(err.value) and "2026-01-02" not in str(err.value)
+    assert client_for(local_store).list_artifacts(run.run_id) == []
