@@ -241,7 +241,9 @@ def _apply(ds, elem, action: str, ctx: Context, in_clean: bool) -> None:
     if action in ("Z", "D") and tag in PSEUDONYM_DOMAINS:
         vals = _values(elem)
         if vals:
-            src = ctx.patient_id if PSEUDONYM_DOMAINS[tag] == "patient-id" else str(vals[0])
+            # PatientName takes the pseudonym of the instance's PatientID (so names link like IDs);
+            # every other identifier, PatientID in nested sequences included, its own value's
+            src = ctx.patient_id if tag == 0x00100010 else str(vals[0])
             elem.value = pseudonym(ctx.key, PSEUDONYM_DOMAINS[tag], src)
         else:
             elem.value = ""
