@@ -7,8 +7,9 @@ import json
 import pydicom
 
 from medgen.deid import verify
-from tests.deid.canary import CANARY_MARKERS, make_corpus, survivors
-from tests.deid.conftest import run_cli
+
+from .canary import CANARY_MARKERS, make_corpus, survivors
+from .conftest import run_cli
 
 
 def test_canary_corpus_has_zero_survivors(tmp_path, keyfile):

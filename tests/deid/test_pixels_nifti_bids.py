@@ -15,7 +15,8 @@ from pydicom.data import get_testdata_file
 
 from medgen.deid import deidentify, verify
 from medgen.deid.pixels import PixelRule, PixelRules
-from tests.deid.conftest import run_cli
+
+from .conftest import run_cli
 
 RULES = Path(__file__).resolve().parents[2] / "configs" / "deid" / "pixel_rules.example.yaml"
 

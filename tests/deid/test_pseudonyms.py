@@ -9,8 +9,9 @@ from medgen.deid import deidentify
 from medgen.deid.dicom import map_uid
 from medgen.keys import create_key_file, load_key
 from medgen.utils.hashing import sha256_file
-from tests.deid.canary import make_corpus
-from tests.deid.conftest import run_cli
+
+from .canary import make_corpus
+from .conftest import run_cli
 
 
 def _tree(root):
