@@ -58,9 +58,8 @@ def run(
 ) -> None:
     """De-identify SRC into DST. Exit 0: all ok; 3: some files quarantined; 2: usage error."""
     from medgen.deid import deidentify
-    from medgen.keys import create_key_file, load_key
-
     from medgen.deid.table import check_options
+    from medgen.keys import create_key_file, load_key
 
     try:
         check_options(tuple(option))
