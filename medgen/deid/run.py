@@ -241,7 +241,3 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
     if hasattr(os, "sync"):
         os.sync()  # outputs are renamed into place without per-file fsync; make them durable
     return rep
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))

@@ -164,8 +164,14 @@ class Identifiers:
         self.raw = {r for r in self.raw if _compact(r) not in blob}
         self.names = [n for n in self.names if "".join(n) not in blob]
         self._family = {n[0] for n in self.names if len(n[0]) >= 3}
-        self._joined = [("".join(n), n) for n in self.names]
-        needles = self.strings | self.dates
+        self._by_comp: dict[str, list[tuple[str, ...]]] = {}
+        for n in self.names:
+            if len(n) > 1:
+                for c in n:
+                    self._by_comp.setdefault(c, []).append(n)
+        # a name written without separators ("JOHNDOE") is searched like any other string
+        needles = self.strings | self.dates | {"".join(n) for n in self.names
+                                               if len("".join(n)) >= 6}
         # small sets (one file): plain substring tests; large sets (a tree): one regex
         self._re_str = _alt(needles) if len(needles) > 64 else None
         self._str_list = sorted(needles) if len(needles) <= 64 else []
@@ -187,11 +193,10 @@ class Identifiers:
             words = _words(low)
             if words & self._family:
                 return "name"
-            for joined, n in self._joined:
-                if len(n) > 1 and all(c in words for c in n):
-                    return "name"
-                if len(joined) >= 6 and joined in comp:
-                    return "name"
+            for w in words & self._by_comp.keys():
+                for n in self._by_comp[w]:
+                    if all(c in words for c in n):
+                        return "name"
         if self._re_str is not None and self._re_str.search(comp):
             return "identifier"
         for s in self._str_list:
