@@ -76,3 +76,60 @@ def key_env(monkeypatch, tmp_path):
     create_key_file(kf)
     monkeypatch.setenv("MEDGEN_KEY_FILE", str(kf))
     return kf
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` (sqlite backend, proxied artifacts) on a free 127.0.0.1 port,
+    started once per session and killed afterwards (added by the tracking helper).
+
+    Yields ``(uri, artifacts_dir)``. Its job-execution consumers are switched off (seven extra
+    processes that only compete for the test machine's cores).
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    artifacts = root / "artifacts"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+           "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+           "--artifacts-destination", str(artifacts), "--workers", "1"]
+    logf = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=root,
+                            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("mlflow server exited: " + (root / "server.log").read_text()[-2000:])
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not answer /health within 90 s")
+            time.sleep(0.2)
+        yield uri, artifacts
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started, and only it
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        logf.close()
