@@ -67,6 +67,7 @@ app.command("audit")(_audit.audit)
 # helpers register further groups below this line (one line each)
 from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
 from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702
+from medgen.cli import upscale as _upscale; app.command("upscale")(_upscale.upscale)  # noqa: E402, E702
 
 
 def main() -> None:
