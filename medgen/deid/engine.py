@@ -9,6 +9,7 @@ discarded and the input quarantined.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -151,12 +152,21 @@ NAME_KEYWORDS = ["PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber
                  "SOPInstanceUID"]
 
 
+@functools.cache
+def _name_tags() -> tuple[int, ...]:
+    from pydicom.datadict import tag_for_keyword
+
+    return tuple(tag_for_keyword(k) for k in NAME_KEYWORDS)
+
+
 def name_values(ds) -> list[str]:
     """Top-level values that may also appear in file or folder names (never logged)."""
     vals: list[str] = []
-    for kw in NAME_KEYWORDS:
+    for tag in _name_tags():
+        if tag not in ds:
+            continue
         try:
-            v = ds.get(kw)
+            v = ds[tag].value
         except Exception:
             continue
         if v not in (None, ""):

@@ -20,36 +20,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
-from medgen.config.base import StrictModel
-
 AT_RISK_MODALITIES = {"US", "SC", "OT", "XC"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and .7.1 - .7.4
 ENCAPSULATED_DOC = "1.2.840.10008.5.1.4.1.1.104."
 CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
 
 
-class PixelRule(StrictModel):
-    name: str
-    manufacturer: str
-    model: str
-    rows: int = Field(gt=0)
-    columns: int = Field(gt=0)
-    rectangles: list[tuple[int, int, int, int]] = Field(min_length=1)
+def load_pixel_rules(path: str | Path | None):
+    """Load and validate a pixel rule YAML (one-line error on a bad file); see pixel_rules.py."""
+    from medgen.deid.pixel_rules import load_pixel_rules as _load
 
-
-class PixelRules(StrictModel):
-    rules: list[PixelRule] = Field(default_factory=list)
-
-
-def load_pixel_rules(path: str | Path | None) -> PixelRules:
-    """Load and validate a pixel rule YAML (one-line error on a bad file)."""
-    if path is None:
-        return PixelRules()
-    from medgen.config import load_config
-
-    return load_config(PixelRules, path)
+    return _load(path)
 
 
 def burned_in_risk(ds) -> str | None:
@@ -70,7 +51,7 @@ def burned_in_risk(ds) -> str | None:
     return None
 
 
-def match_rule(ds, rules: PixelRules) -> PixelRule | None:
+def match_rule(ds, rules):
     if "PixelData" not in ds:
         return None
     man = str(ds.get("Manufacturer", "") or "").strip().lower()
@@ -83,7 +64,7 @@ def match_rule(ds, rules: PixelRules) -> PixelRule | None:
     return None
 
 
-def blank_rectangles(ds, rule: PixelRule) -> None:
+def blank_rectangles(ds, rule) -> None:
     """Blank the rule's rectangles in every frame; leave ``ds`` uncompressed Explicit VR LE."""
     from pydicom.uid import ExplicitVRLittleEndian
 

@@ -68,10 +68,12 @@ _W: dict[str, Any] = {}
 
 
 def _init(secret: bytes, options: tuple[str, ...], rules_path: str | None, verify: bool) -> None:
-    from medgen.deid.pixels import load_pixel_rules
+    rules = None
+    if rules_path:
+        from medgen.deid.pixel_rules import load_pixel_rules
 
-    _W.update(key=Key(secret, "file"), options=options,
-              rules=load_pixel_rules(rules_path) if rules_path else None, verify=verify)
+        rules = load_pixel_rules(rules_path)
+    _W.update(key=Key(secret, "file"), options=options, rules=rules, verify=verify)
 
 
 def name_tokens(vals: list[str]) -> set[str]:
@@ -173,7 +175,7 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
     if dst == src or src in dst.parents:
         raise ConfigError("DST", "output folder must not be the input or inside it")
     if pixel_rules is not None:
-        from medgen.deid.pixels import load_pixel_rules
+        from medgen.deid.pixel_rules import load_pixel_rules
 
         load_pixel_rules(pixel_rules)  # fail fast on a bad rule file
     root = src.parent if src.is_file() else src

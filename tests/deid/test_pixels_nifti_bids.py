@@ -14,7 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medgen.deid import deidentify, verify
-from medgen.deid.pixels import PixelRule, PixelRules
+from medgen.deid.pixel_rules import PixelRule, PixelRules
 
 from .conftest import run_cli
 
