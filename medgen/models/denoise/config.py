@@ -15,8 +15,13 @@ class VAEConfig(BaseModelConfig):
     """Denoising VAE on MONAI's ``AutoencoderKL``.
 
     ``channels`` lists the feature width per resolution level; the latent grid is
-    ``spatial / 2**(len(channels) - 1)``. ``residual: true`` makes the decoder predict the noise
-    and returns ``input - noise`` (needs ``in_channels == out_channels``).
+    ``spatial / 2**(len(channels) - 1)``. ``residual: true`` makes the decoder predict the corruption
+    and returns ``input - corruption`` (needs ``in_channels == out_channels``); the decoder's last
+    conv then starts at zero so an untrained model is the identity. Only for low-frequency,
+    structured corruptions: white noise cannot pass the bottleneck (measured, docs/models.md).
+    ``posterior_logvar_init`` starts the encoder's log-variance head at this constant (default -6,
+    sigma ~ 0.05) instead of ~0 (sigma ~ 1): with sigma ~ 1 the sampled latent is mostly noise and the
+    denoiser needs many steps to learn to shrink it; ``null`` keeps MONAI's initialisation.
     """
 
     name: Literal["vae"] = "vae"
@@ -28,6 +33,7 @@ class VAEConfig(BaseModelConfig):
     with_nonlocal_attn: bool = False
     residual: bool = False
     use_checkpoint: bool = False
+    posterior_logvar_init: float | None = Field(-6.0, ge=-20.0, le=2.0)
 
     def size_divisor(self) -> int:
         return 2 ** (len(self.channels) - 1)

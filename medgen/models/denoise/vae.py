@@ -3,8 +3,9 @@
 ``forward(noisy)`` returns ``(reconstruction, z_mu, z_sigma)`` with a reparameterised latent
 sample (training); ``infer`` decodes the posterior mean (inference, deterministic). With
 ``residual: true`` the decoder output is read as the noise estimate and the reconstruction is
-``input - decoded``; this keeps the identity easy to represent and usually trains faster at low
-noise levels (see docs/models.md). ``sample_prior`` decodes ``z ~ N(0, I)`` for synthesis.
+``input - decoded``. Measured (docs/models.md): for white noise this does not learn at all, since
+the noise cannot pass the latent bottleneck; it is meant for low-frequency, structured corruptions
+(bias field, ghosting) and stays off by default. ``sample_prior`` decodes ``z ~ N(0, I)`` for synthesis.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ class DenoisingVAE(MedgenModule):
             use_checkpoint=config.use_checkpoint,
         )
         self.residual = bool(config.residual)
+        with torch.no_grad():
+            if config.posterior_logvar_init is not None:
+                head = self.net.quant_conv_log_sigma.conv
+                head.weight.zero_()
+                head.bias.fill_(config.posterior_logvar_init)
+            if self.residual:  # decoded noise starts at 0: the untrained model is the identity
+                last = [m for m in self.net.decoder.modules()
+                        if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
+                last.weight.zero_()
+                if last.bias is not None:
+                    last.bias.zero_()
 
     def _out(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
         return x - decoded if self.residual else decoded
