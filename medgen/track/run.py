@@ -55,6 +55,8 @@ TAG_ENV_LOCK_SHA256 = "medgen.env.lock_sha256"
 TAG_REDACTIONS = "medgen.phi.redactions"
 TAG_REDACTED_ARTIFACTS = "medgen.phi.redacted_artifacts"
 TAG_ERROR = "medgen.error"
+#: set by ``medgen run`` for its steps: their runs become nested runs of the pipeline's run
+ENV_PARENT_RUN_ID = "MEDGEN_PARENT_RUN_ID"
 
 _VERSION_TAG = "medgen.version."
 _ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -678,6 +680,9 @@ def start_run(experiment: str = "medgen", run_name: str | None = None, *,
     The run ends FINISHED on success, FAILED on an exception (tag ``medgen.error`` holds the
     guarded one-line reason), KILLED on KeyboardInterrupt. ``MLFLOW_RUN_ID`` is ignored (warned).
     """
+    if parent_run_id is None and os.environ.get(ENV_PARENT_RUN_ID):
+        # a pipeline step run as a subprocess nests under the pipeline's parent run
+        parent_run_id = os.environ[ENV_PARENT_RUN_ID]
     if os.environ.get("MLFLOW_RUN_ID"):
         log.warning("MLFLOW_RUN_ID is set; ignored: medgen always starts a fresh run")
     uri = ensure_store(tracking_uri)

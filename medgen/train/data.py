@@ -101,6 +101,20 @@ class PatchSampler:
         self.patch = list(cfg.data.patch_size)
         self.preset = cfg.degradation.preset
         self._degrade = load_preset(self.preset, keys="noisy", source_key="image") if self.preset else None
+        # CT presets simulate dose in HU: degrade in physical units, then normalise again
+        self._physical = bool(self._degrade is not None and self._degrade.preset.modality == "CT")
+
+    def _apply(self, img: torch.Tensor, norm: dict | None, seed: int) -> tuple[torch.Tensor, list]:
+        from medgen.transforms import denormalize, normalize
+
+        self._degrade.set_random_state(seed=seed)
+        x = denormalize(img, norm) if (self._physical and norm) else img
+        s = self._degrade({"image": x})
+        out = torch.as_tensor(s["noisy"]).float()
+        out = out.as_tensor() if hasattr(out, "as_tensor") else out
+        if self._physical and norm:
+            out = torch.as_tensor(normalize(out, norm)).float()
+        return out, s.get("degradations", [])
 
     def _crop(self, img: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list[int]]:
         """A random patch (C, *patch) from a (C, I, J, K) volume; 2D models get one slice."""
@@ -125,13 +139,13 @@ class PatchSampler:
         clean, noisy, records = [], [], []
         for b in range(self.cfg.data.batch_size):
             idx = int(rng.integers(0, self.n))
-            img = torch.as_tensor(self.ds[idx]["image"]).float()
+            item = self.ds[idx]
+            img = torch.as_tensor(item["image"]).float()
             patch, start = self._crop(img.as_tensor() if hasattr(img, "as_tensor") else img, rng)
             if self._degrade is not None:
-                self._degrade.set_random_state(seed=step_seed(self.cfg.seed, step, f"degrade{b}"))
-                s = self._degrade({"image": patch})
-                n = torch.as_tensor(s["noisy"]).float()
-                records.append(s.get("degradations", []))
+                n, recs = self._apply(patch, item.get("normalization"),
+                                      step_seed(self.cfg.seed, step, f"degrade{b}"))
+                records.append(recs)
             else:
                 n = patch.clone()
                 records.append([])
@@ -139,10 +153,8 @@ class PatchSampler:
             noisy.append(n.as_tensor() if hasattr(n, "as_tensor") else n)
         return {"clean": torch.stack(clean), "noisy": torch.stack(noisy), "degradations": records}
 
-    def degrade_volume(self, img: torch.Tensor, index: int) -> torch.Tensor:
+    def degrade_volume(self, img: torch.Tensor, index: int, norm: dict | None = None) -> torch.Tensor:
         """The fixed validation degradation of volume ``index`` (same for every validation)."""
         if self._degrade is None:
             return img.clone()
-        self._degrade.set_random_state(seed=step_seed(self.cfg.seed, index, "val"))
-        out = self._degrade({"image": img})["noisy"]
-        return torch.as_tensor(out).float()
+        return self._apply(img, norm, step_seed(self.cfg.seed, index, "val"))[0]

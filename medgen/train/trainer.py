@@ -310,8 +310,11 @@ class Trainer:
         except PHIError:
             log.warning("input manifest not logged to MLflow (it holds identifier-like text); "
                         "an audit needs --manifest train=PATH")
-        inputs = {"train": {"artifact": artifact, "manifest_hint": rel_hint(mpath),
-                            "root_hint": rel_hint(self.manifest.root)}}
+        def safe(hint):  # a path hint that looks identifying is dropped, not logged
+            return hint if hint and not run.guard.findings(hint) else None
+
+        inputs = {"train": {"artifact": artifact, "manifest_hint": safe(rel_hint(mpath)),
+                            "root_hint": safe(rel_hint(self.manifest.root))}}
         seal_run(run, kind="train",
                  lineage={"weights_sha256": weights_sha, "config_sha256": self.config_sha256,
                           "train_manifest_sha256": self.manifest.digest, "steps": self.step,

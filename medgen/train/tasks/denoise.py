@@ -89,9 +89,10 @@ class DenoiseTask(TrainTask):
         rows = []
         grid = None
         for i in range(len(val_ds)):
-            clean = torch.as_tensor(val_ds[i]["image"]).float()
+            item = val_ds[i]
+            clean = torch.as_tensor(item["image"]).float()
             clean = clean.as_tensor() if hasattr(clean, "as_tensor") else clean
-            noisy = sampler.degrade_volume(clean, i)
+            noisy = sampler.degrade_volume(clean, i, item.get("normalization"))
             if dims == 2:  # slice-wise: the slices become the batch
                 x, y = noisy.permute(3, 0, 1, 2), clean.permute(3, 0, 1, 2)
             else:

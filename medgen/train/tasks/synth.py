@@ -160,7 +160,8 @@ class SynthTask(TrainTask):
         data.update(conditions=[c.model_dump() for c in conditions],
                     label_channels=s.label_channels, in_channels=chans, out_channels=chans,
                     image_size=list(cfg.data.patch_size), spacing_mm=spacing,
-                    modality=cfg.card.modality if cfg.card.modality != "any" else "OT")
+                    modality=cfg.card.modality if cfg.card.modality != "any" else "OT",
+                    fit=s.fit, slice_range=list(s.slice_range))
         if cfg.model.name == "ldm":
             data["diffusion"] = s.diffusion.model_dump()
         return parse_model_config(data)
@@ -171,6 +172,7 @@ class SynthTask(TrainTask):
         cfg = self.cfg
         s = cfg.synth
         self.s = s
+        self.kl_weight = s.kl(cfg.model.name)
         mcfg = self._model_config()
         self.model = build_model(mcfg).to(self.device)
         self.is_ldm = mcfg.name == "ldm"
@@ -186,7 +188,7 @@ class SynthTask(TrainTask):
                 self.schedulers["autoencoder"] = torch.optim.lr_scheduler.LambdaLR(
                     self.optimizers["autoencoder"],
                     _cosine(self.ae_steps, min(o.warmup_steps, self.ae_steps // 2), o.min_lr_ratio))
-            gen_params = list(self.model.unet.parameters())
+            gen_params = list(self.model.diffusion.parameters())
             n_gen = o.max_steps - self.ae_steps
         else:
             gen_params = list(self.model.parameters())
@@ -224,7 +226,7 @@ class SynthTask(TrainTask):
                 name, params = "generator", m.parameters()
             loss, parts = reconstruction_loss(rec.float(), x, m.config.label_channels, self.s.recon)
             kl = kl_loss(mu.float(), sigma.float())
-            loss = loss + self.s.kl_weight * kl
+            loss = loss + self.kl_weight * kl
         parts["kl"] = float(kl.detach())
         gn = self.step_optimizer(name, loss, params, self.cfg.optim.grad_clip)
         if gn is not None:
@@ -255,7 +257,7 @@ class SynthTask(TrainTask):
         sched = m.scheduler()
         with self.autocast():
             zt = sched.add_noise(original_samples=z0, noise=noise, timesteps=t)
-            pred = self.trainer.wrapped(m.unet)(zt, timesteps=t, class_labels=cond)
+            pred = self.trainer.wrapped(m.diffusion)(zt, t, cond)
             target = noise if m.config.diffusion.objective == "ddpm" else z0 - noise
             loss = torch.nn.functional.mse_loss(pred.float(), target)
         parts = {"diffusion": float(loss.detach())}
@@ -301,12 +303,12 @@ class SynthTask(TrainTask):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step_seed(self.cfg.seed, i, "val"))
                 if self.is_ldm:
-                    loss, _ = m.autoencoder_loss(x, None, kl_weight=self.s.kl_weight,
+                    loss, _ = m.autoencoder_loss(x, None, kl_weight=self.kl_weight,
                                                  recon=self.s.recon)
                 else:
                     rec, mu, sigma = m(x, cond)
                     loss, _ = reconstruction_loss(rec, x, m.config.label_channels, self.s.recon)
-                    loss = loss + self.s.kl_weight * kl_loss(mu, sigma)
+                    loss = loss + self.kl_weight * kl_loss(mu, sigma)
                 ae_losses.append(float(loss))
                 if diffusion_phase:
                     z0 = m.latents(x)
