@@ -14,6 +14,7 @@ Adding a built-in family (super-resolution, synthesis issues): write its ``XConf
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
@@ -42,9 +43,9 @@ class ModelSpec:
         Registry name, equal to the config's ``name`` literal.
     config_cls : type[BaseModelConfig]
         Pydantic config class.
-    builder : str
-        ``"package.module:callable"``; the callable takes the config and returns an ``nn.Module``
-        (imported on first build so configs stay torch-free).
+    builder : str or callable
+        ``"package.module:callable"`` (imported on first build so configs stay torch-free) or the
+        callable itself (plugins); it takes the config and returns an ``nn.Module``.
     tasks : tuple of str
         What the family is for: ``denoise``, ``sr``, ``synth``, ``translate``.
     description : str
@@ -53,12 +54,14 @@ class ModelSpec:
 
     name: str
     config_cls: type[BaseModelConfig]
-    builder: str
+    builder: str | Callable[[Any], Any]
     tasks: tuple[str, ...] = ("denoise",)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self, cfg: BaseModelConfig) -> torch.nn.Module:
+        if callable(self.builder):
+            return self.builder(cfg)
         mod, _, attr = self.builder.partition(":")
         fn = getattr(importlib.import_module(mod), attr)
         return fn(cfg)

@@ -122,3 +122,31 @@ def test_configs_import_without_torch():
     code = ("import sys, medgen.models as m; m.parse_model_config({'name': 'vae'}); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plugin_family_validates_through_the_union(monkeypatch):
+    """A family registered at run time (as an entry-point plugin would be) works everywhere."""
+    from typing import Literal
+
+    import torch
+
+    from medgen.models import BaseModelConfig, ModelSpec
+
+    class ToyConfig(BaseModelConfig):
+        name: Literal["toy"] = "toy"
+        gain: float = 2.0
+
+    def build_toy(cfg):
+        return torch.nn.Conv3d(cfg.in_channels, cfg.out_channels, 1)
+
+    monkeypatch.setitem(MODELS._items, "toy", ModelSpec("toy", ToyConfig, build_toy))
+    cfg = TrainLike.model_validate({"model": {"name": "toy", "gain": 3.0}})
+    assert isinstance(cfg.model, ToyConfig) and cfg.model.gain == 3.0
+    with pytest.raises(ValidationError, match="did you mean 'gain'"):
+        TrainLike.model_validate({"model": {"name": "toy", "gian": 3.0}})
+    model = build_model({"name": "toy"})
+    assert model.config.name == "toy" and isinstance(model, torch.nn.Conv3d)
+    with pytest.raises(ValueError, match="has name 'toy'"):
+        from medgen.models import register_model
+
+        register_model(ModelSpec("other", ToyConfig, build_toy))
