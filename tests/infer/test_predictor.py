@@ -259,3 +259,24 @@ def test_cuda_matches_cpu_with_planner_and_amp(tiny_ckpt):
     p = PredictorSpec.make(tiny_ckpt, InferenceSettings(device="cuda")).build()
     p(vol)
     assert p.notes.plan["sw_batch_size"] >= 1 and "B/voxel" in p.notes.plan["reason"]
+
+
+@pytest.mark.gpu
+def test_cuda_out_of_memory_steps_down_instead_of_failing(tiny_ckpt):
+    """Cap this process at ~1.5 GiB of the GPU, force a plan far too big for it, and check the
+    job still finishes (batch halved, window halved, or stitching moved to the CPU)."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 1.5 * 2**30 / total), 0)
+    try:
+        settings = InferenceSettings(device="cuda", amp="off", roi_size=(128, 128, 128),
+                                     sw_batch_size=16)
+        p = PredictorSpec.make(tiny_ckpt, settings).build()
+        vol = _vol(shape=(256, 256, 160))
+        out = p(vol)
+        assert out.shape == vol.shape and np.isfinite(out.array).all()
+        assert p.stats.oom_stepdowns >= 1
+        assert (p.notes.plan["sw_batch_size"] < 16 or p.notes.plan["roi"] != [128, 128, 128]
+                or p.notes.plan["device"] == "cpu")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+        torch.cuda.empty_cache()
