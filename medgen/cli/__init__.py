@@ -64,9 +64,13 @@ app.command("train")(_train.train)
 from medgen.cli import audit as _audit  # noqa: E402
 
 app.command("audit")(_audit.audit)
+from medgen.cli import run as _run  # noqa: E402
+
+app.command("run")(_run.run)
 # helpers register further groups below this line (one line each)
 from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
 from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702
+from medgen.cli import synthesize as _synth; app.command("synthesize")(_synth.synthesize)  # noqa: E402, E702
 from medgen.cli import upscale as _upscale; app.command("upscale")(_upscale.upscale)  # noqa: E402, E702
 
 

@@ -5,8 +5,10 @@ downloaded) plus generated phantoms.
   (``dicomdirtests/98892001/CT5N``);
 * ``dicom/mr_sag``: a real single sagittal MR slice from the same collection;
 * ``nifti/anatomical.nii``: nibabel's bundled real anatomical test volume;
-* ``nifti/phantom_XX.nii.gz``: generated brain-like MR phantoms (ellipsoid "tissues", smooth bias,
-  a few subjects) big enough to train a tiny denoiser in seconds.
+* ``nifti/sub-XX_T1w.nii.gz``: generated brain-like MR phantoms (ellipsoid "tissues", smooth bias,
+  a few subjects) big enough to train a tiny denoiser in seconds;
+* ``ct/ct_phantom_XX/``: generated abdominal CT phantoms in Hounsfield units, written as DICOM
+  series with a clearly synthetic identity (for the low-dose CT pipeline).
 """
 
 from __future__ import annotations
@@ -48,7 +50,28 @@ def brain_phantom(shape=(48, 56, 40), seed: int = 0) -> np.ndarray:
     return np.clip(img * bias, 0, 1).astype(np.float32)
 
 
-def build_sample_data(dst: str | Path, n_phantoms: int = 6) -> Path:
+def ct_phantom(shape=(64, 64, 24), seed: int = 0) -> np.ndarray:
+    """An abdomen-like CT phantom in HU: air, body (fat rim, soft tissue), liver, kidneys, spine."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    img = np.full(shape, -1000.0, np.float32)  # air
+    body = (x / 0.9) ** 2 + (y / 0.7) ** 2 < 1
+    img[body] = -100.0  # fat
+    img[(x / 0.8) ** 2 + (y / 0.6) ** 2 < 1] = 40.0  # soft tissue
+    liver = ((x + 0.35) / 0.35) ** 2 + ((y + 0.1) / 0.3) ** 2 + (z / 1.2) ** 2 < 1
+    img[liver] = 60.0 + rng.normal(0, 3)
+    for sx in (-0.3, 0.3):
+        kid = ((x - sx) / 0.12) ** 2 + ((y - 0.25) / 0.15) ** 2 + (z / 0.6) ** 2 < 1
+        img[kid] = 150.0  # contrast-enhanced kidneys
+    spine = (x / 0.1) ** 2 + ((y - 0.45) / 0.1) ** 2 < 1
+    img[spine] = 700.0
+    for _ in range(2):  # small lesions
+        c = rng.uniform(-0.4, 0.2, 3)
+        img[(x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 < 0.08 ** 2] = rng.uniform(-20, 100)
+    return img
+
+
+def build_sample_data(dst: str | Path, n_phantoms: int = 6, n_ct: int = 4) -> Path:
     """Create the sample tree under ``dst`` (idempotent) and return it."""
     from medgen.io import Volume
     from medgen.io.nifti import write_nifti
@@ -72,4 +95,13 @@ def build_sample_data(dst: str | Path, n_phantoms: int = 6) -> Path:
             arr = brain_phantom(seed=i) * 1000.0
             aff = Volume.make_affine([1.0, 1.0, 1.2], None, [-24.0, -28.0, -24.0])
             write_nifti(Volume(arr.astype(np.float32), aff, {"modality": "MR"}), p)
+    from medgen.io.dicom_write import write_dicom_series
+
+    for i in range(n_ct):
+        p = dst / "ct" / f"ct_phantom_{i + 1:02d}"
+        if not p.exists():
+            aff = Volume.make_affine([0.8, 0.8, 2.5], None, [-25.6, -25.6, -30.0])
+            vol = Volume(np.rint(ct_phantom(seed=100 + i)).astype(np.int16), aff, {"modality": "CT"})
+            write_dicom_series(vol, p, digest=f"medgen-sample-ct-{i}",
+                               derivation="generated CT phantom (medgen sample data)", synthetic=True)
     return dst

@@ -107,7 +107,7 @@ def build_manifest(src: str | Path, key: Key, *, allow_uneven: bool = False,
 
 
 _SKIP_NAMES = {"dicomdir", "readme", "readme.txt", "readme.md", "license", ".ds_store"}
-_SKIP_SUFFIXES = (".json", ".txt", ".md", ".tsv", ".csv", ".yaml", ".yml")
+_SKIP_SUFFIXES = (".json", ".jsonl", ".txt", ".md", ".tsv", ".csv", ".yaml", ".yml", ".html", ".log", ".key")
 
 
 def _nifti_record(p: Path, rel: str, key: Key, root: Path, pool) -> Record:

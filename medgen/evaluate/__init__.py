@@ -1,0 +1,1 @@
+"""Evaluation of outputs against references (denoising and other paired tasks)."""

@@ -1,0 +1,203 @@
+"""Run a pipeline: one MLflow parent run, one nested run per step, resumable step by step.
+
+Steps that have a command (deid, manifest, train, denoise, upscale, translate, synthesize,
+evaluate synth) run as ``python -m medgen ...`` subprocesses - exactly what a user would type, in
+their own process (a crash or an out-of-memory kill cannot take the pipeline down) - with
+``MEDGEN_PARENT_RUN_ID`` set so their runs nest under the pipeline's. Small steps (sample data,
+degraded copies, paired evaluation, audits) run in-process with their own nested run.
+
+A finished step writes ``WORKDIR/.pipeline/NAME.json`` (the sha256 of its resolved spec, its
+outputs, its run id); a re-run skips steps whose spec is unchanged and whose outputs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgen.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from medgen.pipeline.spec import PipelineSpec, configs_dir, interpolate, resolve_config
+from medgen.utils.atomic import atomic_write_text
+from medgen.utils.hashing import sha256_json
+
+log = logging.getLogger("medgen.pipeline")
+
+
+@dataclass
+class StepResult:
+    name: str
+    kind: str
+    status: str  # ok | partial | failed | skipped | planned
+    outputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    workdir: Path
+    steps: list[StepResult]
+    run_id: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if all(s.status in ("ok", "skipped", "planned") for s in self.steps) else EXIT_PARTIAL
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, outputs: dict | None = None):
+        super().__init__(message)
+        self.outputs = outputs or {}
+
+
+class Runner:
+    def __init__(self, spec: PipelineSpec, *, dry_run: bool = False, say: Callable[[str], None] = log.info,
+                 force: tuple[str, ...] = ()):
+        self.spec = spec
+        self.dry_run = dry_run
+        self.say = say
+        self.force = set(force)
+        scope: dict[str, Any] = {"name": spec.name, "configs": str(configs_dir()), "python": sys.executable}
+        scope["workdir"] = interpolate(spec.workdir, scope)
+        self.workdir = Path(scope["workdir"])
+        scope["key_file"] = interpolate(spec.key_file, scope)
+        scope["steps"] = {}
+        self.scope = scope
+        self.state_dir = self.workdir / ".pipeline"
+        self.env: dict[str, str] = {}
+        self.tracking_uri: str | None = None
+
+    # --- subprocess steps ----------------------------------------------------------------------
+    def cli(self, args: list[str], *, ok_codes=(0,), partial_codes=(3,), timeout: float | None = None) -> tuple[str, str]:
+        cmd = [sys.executable, "-m", "medgen", *args]
+        log.info("step command: medgen %s", " ".join(args))
+        r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+        if r.returncode in ok_codes:
+            return "ok", r.stdout
+        if r.returncode in partial_codes:
+            return "partial", r.stdout
+        tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        raise StepFailed(f"exit {r.returncode}: {tail}")
+
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> PipelineResult:
+        from medgen.keys import create_key_file
+
+        results: list[StepResult] = []
+        key_file = Path(self.scope["key_file"])
+        if not self.dry_run:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if not key_file.exists():
+                create_key_file(key_file)
+                self.say(f"created a pseudonymization key at {key_file} (keep it secret)")
+        if self.dry_run:
+            for step in self.spec.steps:
+                resolved = self._resolve(step, planned=True)
+                done = self._done(step.name, resolved)
+                st = "skipped" if done else "planned"
+                self.say(f"{st:8} {step.name} ({step.kind}): {json.dumps(resolved)}")
+                self.scope["steps"][step.name] = done["outputs"] if done else _placeholders(step.name)
+                results.append(StepResult(step.name, step.kind, st))
+            return PipelineResult(self.spec.name, self.workdir, results)
+
+        from medgen.track import ensure_store, start_run
+        from medgen.track.run import ENV_PARENT_RUN_ID
+
+        self.tracking_uri = ensure_store(self.spec.tracking.tracking_uri)
+        with start_run(self.spec.tracking.experiment, self.spec.name, tracking_uri=self.tracking_uri,
+                       tags={"medgen.task": "pipeline", "medgen.pipeline": self.spec.name},
+                       roots={"workdir": str(self.workdir.resolve())}) as parent:
+            parent.log_config(self.spec, "pipeline/resolved.yaml")
+            parent.log_lineage()
+            self.parent = parent
+            self.env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri,
+                        ENV_PARENT_RUN_ID: parent.run_id, "MEDGEN_KEY_FILE": str(key_file.resolve()),
+                        "MLFLOW_DISABLE_TELEMETRY": "true"}
+            self.env.pop("MEDGEN_KEY", None)
+            stop = False
+            for step in self.spec.steps:
+                if stop:
+                    results.append(StepResult(step.name, step.kind, "failed", message="not run: an earlier step failed"))
+                    continue
+                res = self._run_step(step)
+                results.append(res)
+                self.say(f"{res.status:8} {step.name} ({step.kind}) {res.seconds:.1f} s {res.message}")
+                parent.log_metrics({f"step.{step.name}.seconds": res.seconds})
+                parent.set_tags({f"medgen.step.{step.name}.status": res.status,
+                                 f"medgen.step.{step.name}.run_id": res.run_id or ""})
+                stop = res.status == "failed"
+            from medgen.audit import seal_run
+
+            seal_run(parent, kind="pipeline", lineage={
+                "steps": {r.name: {"kind": r.kind, "status": r.status, "run_id": r.run_id,
+                                   "outputs_sha256": sha256_json(_jsonable(r.outputs))} for r in results}})
+            result = PipelineResult(self.spec.name, self.workdir, results, parent.run_id)
+        return result
+
+    def _resolve(self, step, planned: bool = False) -> dict:
+        data = step.model_dump(mode="json")
+        return interpolate(data, self.scope)
+
+    def _done(self, name: str, resolved: dict) -> dict | None:
+        p = self.state_dir / f"{name}.json"
+        if name in self.force or not p.exists():
+            return None
+        st = json.loads(p.read_text())
+        if st.get("spec_sha256") != sha256_json(resolved) or st.get("status") not in ("ok", "partial"):
+            return None
+        for v in st.get("outputs", {}).values():
+            if isinstance(v, str) and v.startswith(("/", ".")) and not Path(v).exists():
+                return None
+        return st
+
+    def _run_step(self, step) -> StepResult:
+        from medgen.pipeline import steps as impl
+
+        resolved = self._resolve(step)
+        done = self._done(step.name, resolved)
+        if done:
+            self.scope["steps"][step.name] = done["outputs"]
+            return StepResult(step.name, step.kind, "skipped", done["outputs"], done.get("run_id"),
+                              message="(done earlier; spec unchanged)")
+        t0 = time.perf_counter()
+        fn = getattr(impl, "step_" + step.kind.replace("-", "_"))
+        try:
+            status, outputs, run_id = fn(self, step.name, resolved)
+            msg = ""
+        except (StepFailed, ConfigError) as exc:
+            status, outputs, run_id, msg = "failed", getattr(exc, "outputs", {}), None, str(exc)
+        res = StepResult(step.name, step.kind, status, outputs, run_id, time.perf_counter() - t0, msg)
+        self.scope["steps"][step.name] = outputs
+        if status in ("ok", "partial"):
+            atomic_write_text(self.state_dir / f"{step.name}.json", json.dumps(
+                {"spec_sha256": sha256_json(resolved), "status": status, "outputs": _jsonable(outputs),
+                 "run_id": run_id}, indent=1, sort_keys=True))
+        return res
+
+    def config_path(self, name: str) -> Path:
+        return resolve_config(name)
+
+
+def _placeholders(name: str) -> dict:
+    class _P(dict):
+        def __missing__(self, key):
+            return f"<{name}.{key}>"
+
+        def __contains__(self, key):
+            return True
+
+    return _P()
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
