@@ -126,7 +126,7 @@ def step_audit(runner: Runner, name: str, spec: dict):
     wanted = spec.get("steps")
     results: dict[str, Any] = {}
     failed = []
-    for step, outs in runner.scope["steps"].items():
+    for step in runner.scope["steps"]:
         st_file = runner.state_dir / f"{step}.json"
         rid = json.loads(st_file.read_text()).get("run_id") if st_file.exists() else None
         if not rid or (wanted and step not in wanted):
