@@ -53,14 +53,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     for item in overrides or []:
         parts, value = parse_set(item)
         node = out
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError("--set", f"'{'.'.join(parts)}': '{p}' is not a mapping")
-            node = nxt
-        node[parts[-1]] = value
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):  # list items by index: steps.2.preset=...
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ConfigError("--set", f"'{'.'.join(parts)}': '{p}' is not an index of "
+                                      f"a list of {len(node)}")
+                if last:
+                    node[int(p)] = value
+                else:
+                    node = node[int(p)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError("--set", f"'{'.'.join(parts)}': '{parts[i - 1]}' is not a mapping")
+            if last:
+                node[p] = value
+            else:
+                if node.get(p) is None:
+                    node[p] = {}
+                node = node[p]
     return out
 
 
