@@ -64,8 +64,12 @@ def read_nifti(path: str | Path, *, name: str | None = None, check_finite: bool 
     return Volume(arr, LPS_TO_RAS @ ras, meta)
 
 
-def write_nifti(vol: Volume, path: str | Path, *, nifti2: bool = False, dtype=None) -> Path:
-    """Write atomically (temp + fsync + rename). sform and qform both set to scanner space."""
+def write_nifti(vol: Volume, path: str | Path, *, nifti2: bool = False, dtype=None,
+                descrip: str = "medgen") -> Path:
+    """Write atomically (temp + fsync + rename). sform and qform both set to scanner space.
+
+    ``descrip`` (at most 79 ASCII characters) goes to the header's description field, e.g. a
+    synthetic-origin mark."""
     import nibabel as nib
 
     path = Path(path)
@@ -77,7 +81,7 @@ def write_nifti(vol: Volume, path: str | Path, *, nifti2: bool = False, dtype=No
     img.set_sform(vol.ras_affine, code=1)
     img.set_qform(vol.ras_affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"medgen"
+    img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     # gzip embeds a timestamp; nibabel writes mtime 0 via its own opener, so outputs are
     # byte-identical across runs (checked in tests).
     with atomic_path(path) as tmp:

@@ -38,7 +38,10 @@ class SynthTrainConfig(StrictModel):
     autoencoder_steps : int
         ``ldm`` without ``autoencoder_checkpoint``: the first N steps train the autoencoder
         (two-stage training in one run), the rest the UNet.
-    kl_weight, recon : autoencoder loss (reconstruction + ``kl_weight`` * KL).
+    kl_weight, recon : autoencoder loss (reconstruction + ``kl_weight`` * KL); the default KL
+        weight is 1e-3 for ``vae-gen`` (its prior is sampled: the posterior must stay close to
+        it) and 1e-6 for ``ldm`` (the latents must keep the image; the latent scale normalises
+        them), as in MONAI's latent diffusion tutorials.
     cond_drop_prob : float
         ``ldm``: probability of dropping the condition (classifier-free guidance training).
     ema_decay : float, optional
@@ -57,7 +60,7 @@ class SynthTrainConfig(StrictModel):
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     autoencoder_checkpoint: str | None = None
     autoencoder_steps: int = Field(0, ge=0)
-    kl_weight: float = Field(1e-4, ge=0.0)
+    kl_weight: float | None = Field(None, ge=0.0, description="None: 1e-3 (vae-gen), 1e-6 (ldm)")
     recon: Literal["l1", "l2"] = "l1"
     cond_drop_prob: float = Field(0.1, ge=0.0, lt=1.0)
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
@@ -77,6 +80,11 @@ class SynthTrainConfig(StrictModel):
         if self.autoencoder_checkpoint and self.autoencoder_steps:
             raise ValueError("synth: autoencoder_checkpoint and autoencoder_steps exclude each other")
         return self
+
+    def kl(self, model_name: str) -> float:
+        if self.kl_weight is not None:
+            return self.kl_weight
+        return 1e-6 if model_name == "ldm" else 1e-3
 
     def check_train(self, cfg: Any) -> None:
         """Cross-field checks against the whole TrainConfig (raises ValueError)."""

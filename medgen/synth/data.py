@@ -164,7 +164,7 @@ def output_spacing(shapes: list[Sequence[int]], spacings: list[Sequence[float]],
 
 def load_reference(manifest, records, intensity, size: Sequence[int], dims: int, *,
                    fit: str = "resize", slice_range: Sequence[float] = (0.3, 0.7),
-                   max_slices: int = 8, allow_uneven: bool = False
+                   max_slices: int = 8, max_crops: int = 27, allow_uneven: bool = False
                    ) -> tuple[list[np.ndarray], list[str], list[dict]]:
     """Real volumes of ``records`` prepared like training samples (image channel only).
 
@@ -193,8 +193,32 @@ def load_reference(manifest, records, intensity, size: Sequence[int], dims: int,
         else:
             ks = [None]
         for k in ks:
-            x = prepare(item, size, dims, fit="resize" if fit == "resize" else "crop",
-                        slice_index=k)
-            arrays.append(torch.as_tensor(x[0]).numpy().astype(np.float32))
-            ids.append(r.id)
+            if fit == "resize":
+                crops = [prepare(item, size, dims, slice_index=k)[0]]
+            else:  # crop generators: compare with overlapping crops (stride: half a crop)
+                img = torch.as_tensor(item["image"]).float()
+                img = img.as_tensor() if hasattr(img, "as_tensor") else img
+                crops = grid_crops(img[0] if dims == 3 else img[0, ..., k], size, max_crops)
+            for c in crops:
+                arrays.append(torch.as_tensor(c).numpy().astype(np.float32))
+                ids.append(r.id)
     return arrays, ids, rejects
+
+
+def grid_crops(x, size: Sequence[int], max_crops: int = 27) -> list:
+    """Crops of ``size`` from ``x`` (spatial only) at a stride of half a crop (edge-padded)."""
+    import itertools
+
+    import torch
+
+    x = crop_or_resize(x[None], [max(a, b) for a, b in zip(size, x.shape)], "crop")[0]
+    starts = []
+    for s, p in zip(x.shape, size):
+        st = list(range(0, s - p + 1, max(1, p // 2)))
+        if st[-1] != s - p:
+            st.append(s - p)
+        starts.append(st)
+    combos = list(itertools.product(*starts))
+    if len(combos) > max_crops:
+        combos = [combos[int(i)] for i in np.linspace(0, len(combos) - 1, max_crops).round()]
+    return [torch.as_tensor(x[tuple(slice(a, a + p) for a, p in zip(c, size))]) for c in combos]

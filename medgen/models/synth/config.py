@@ -138,7 +138,8 @@ class DiffusionSettings(StrictModel):
     (MONAI ``RFlowScheduler``) and samples with ``rflow`` (Euler steps).
     """
 
-    num_train_timesteps: int = Field(1000, ge=10, le=10000)
+    num_train_timesteps: int = Field(1000, ge=10, le=10000,
+                                     description="T; linear betas are for T=1000, scaled by 1000/T")
     schedule: Literal["scaled_linear_beta", "linear_beta", "cosine"] = "scaled_linear_beta"
     beta_start: float = Field(0.0015, gt=0, lt=1)
     beta_end: float = Field(0.0195, gt=0, lt=1)
@@ -174,6 +175,9 @@ class _SynthFields(BaseModelConfig):
     image_size: list[int] | None = Field(None, description="generated size (one per spatial dim)")
     spacing_mm: list[float] | None = Field(None, description="voxel spacing of generated volumes")
     modality: str = Field("MR", pattern=r"^([A-Z]{2,4}|OT)$")
+    fit: Literal["resize", "crop"] = Field("resize", description="how training volumes were fitted")
+    slice_range: list[float] = Field(default_factory=lambda: [0.3, 0.7],
+                                     description="2D: axial slice fractions used in training")
 
     def cond_dim(self) -> int:
         return condition_width(self.conditions)
@@ -205,8 +209,9 @@ class GenVAEConfig(_SynthFields):
     """Generative VAE on MONAI's ``AutoencoderKL``, sampled from its prior.
 
     Conditional when ``conditions`` is not empty: the encoder sees the conditioning vector as
-    constant extra input channels and the decoder gets ``z + W c`` - the same as a learned
-    class/attribute-dependent prior mean ``p(z | c) = N(W c, I)``.
+    constant extra input channels and the decoder gets ``z + W c`` (``W c``: one latent map per
+    condition vector) - the same as a learned condition-dependent prior mean
+    ``p(z | c) = N(W c, I)``.
     """
 
     name: Literal["vae-gen"] = "vae-gen"
@@ -231,8 +236,9 @@ class LDMConfig(_SynthFields):
 
     The latent grid is ``image_size / 2**(len(ae_channels) - 1)`` and must itself be divisible by
     ``2**(len(unet_channels) - 1)``. Conditioning vectors are embedded by a small MLP and added
-    to the UNet's timestep embedding (the way MONAI adds class embeddings), so classes and
-    scalars share one mechanism and no cross-attention is needed.
+    to the UNet's timestep embedding (the way MONAI adds class embeddings), and mapped to a
+    learned latent-sized map concatenated to the UNet input; classes and scalars share one
+    mechanism and no cross-attention is needed.
     """
 
     name: Literal["ldm"] = "ldm"

@@ -50,8 +50,34 @@ class CondEmbedding(torch.nn.Module):
         return self.net(c.float())
 
 
+class ConditionedUNet(torch.nn.Module):
+    """MONAI ``DiffusionModelUNet`` + the condition's latent map: ``forward(z, t, cond)``.
+
+    One module, so DDP wraps (and syncs) everything the diffusion phase trains.
+    """
+
+    def __init__(self, unet: DiffusionModelUNet, cond_map: torch.nn.Module | None,
+                 grid: list[int] | None):
+        super().__init__()
+        self.unet = unet
+        self.cond_map = cond_map
+        self.grid = grid
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        x = z
+        if self.cond_map is not None:
+            if cond is None:
+                raise ValueError("conditional model: cond is required")
+            cmap = self.cond_map(cond.float()).view(z.shape[0], -1, *self.grid).to(z.dtype)
+            if list(z.shape[2:]) != self.grid:
+                cmap = F.interpolate(cmap, size=list(z.shape[2:]), mode="nearest")
+            x = torch.cat([z, cmap], 1)
+        return self.unet(x, timesteps=t, class_labels=cond)
+
+
 class LatentDiffusion(SynthModule):
-    """Autoencoder + diffusion UNet + latent scale (a buffer, saved with the weights)."""
+    """Autoencoder + conditioned diffusion UNet + latent scale (a buffer, saved with the weights)."""
 
     def __init__(self, config: LDMConfig) -> None:
         super().__init__(config)
@@ -63,14 +89,22 @@ class LatentDiffusion(SynthModule):
             latent_channels=c.latent_channels, norm_num_groups=c.ae_norm_num_groups,
             with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
         d = c.cond_dim()
-        self.unet = DiffusionModelUNet(
-            spatial_dims=c.spatial_dims, in_channels=c.latent_channels,
+        # conditioning enters twice: a learned latent-sized map concatenated to the UNet input
+        # (local: "this region is brighter") and an MLP embedding added to the timestep
+        # embedding (global), see CondEmbedding
+        grid = [-(-s // c.ae_divisor()) for s in c.image_size] if c.image_size else None
+        cond_map = (torch.nn.Linear(d, c.latent_channels * math.prod(grid)) if d and grid
+                    else None)
+        unet = DiffusionModelUNet(
+            spatial_dims=c.spatial_dims,
+            in_channels=c.latent_channels * (2 if cond_map is not None else 1),
             out_channels=c.latent_channels, num_res_blocks=c.unet_num_res_blocks,
             channels=tuple(c.unet_channels), attention_levels=tuple(c.attention()),
             norm_num_groups=c.unet_norm_num_groups, num_head_channels=c.num_head_channels,
             num_class_embeds=1 if d else None)
         if d:
-            self.unet.class_embedding = CondEmbedding(d, c.unet_channels[0] * 4)
+            unet.class_embedding = CondEmbedding(d, c.unet_channels[0] * 4)
+        self.diffusion = ConditionedUNet(unet, cond_map, grid)
         self.register_buffer("latent_scale", torch.tensor(0.0))  # 0: not set yet
 
     # --- first stage -----------------------------------------------------------------------
@@ -123,11 +157,14 @@ class LatentDiffusion(SynthModule):
         cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
         kw = {"schedule": s.schedule, "clip_sample": False}
         if s.schedule != "cosine":
-            kw.update(beta_start=s.beta_start, beta_end=s.beta_end)
+            # betas are given for T = 1000 (the usual convention) and scaled by 1000 / T, so the
+            # chain ends near pure noise for any T (unscaled, T = 100 would end at 63% signal)
+            f = 1000.0 / s.num_train_timesteps
+            kw.update(beta_start=min(0.5, s.beta_start * f), beta_end=min(0.999, s.beta_end * f))
         return cls(num_train_timesteps=s.num_train_timesteps, **kw)
 
     def unet_out(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return self.unet(z, timesteps=t, class_labels=cond)
+        return self.diffusion(z, t, cond)
 
     def diffusion_loss(self, z0: torch.Tensor, cond: torch.Tensor | None,
                        noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

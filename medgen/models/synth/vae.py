@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -22,7 +23,8 @@ class GenerativeVAE(SynthModule):
     """``forward(x, cond) -> (reconstruction, z_mu, z_sigma)``; ``generate`` decodes prior draws.
 
     Conditioning (when the config has conditions): the encoder input gets ``cond_dim`` constant
-    channels holding the conditioning vector, and the decoder input is ``z + W c``.
+    channels holding the conditioning vector, and the decoder input is ``z + W c`` where ``W c``
+    is a full latent map: a learned condition-dependent prior mean ``p(z | c) = N(W c, I)``.
     """
 
     def __init__(self, config: GenVAEConfig) -> None:
@@ -40,7 +42,12 @@ class GenerativeVAE(SynthModule):
             with_encoder_nonlocal_attn=False,
             with_decoder_nonlocal_attn=False,
         )
-        self.cond_shift = torch.nn.Linear(d, config.latent_channels) if d else None
+        # conditional prior mean: one latent map per conditioning vector (a spatially constant
+        # shift cannot say "bright region on the left"; convolutions are translation-equivariant)
+        self.latent_grid = ([-(-s // self.size_divisor) for s in config.image_size]
+                            if config.image_size else [1] * config.spatial_dims)
+        n_lat = config.latent_channels * math.prod(self.latent_grid)
+        self.cond_shift = torch.nn.Linear(d, n_lat) if d else None
 
     # --- pieces --------------------------------------------------------------------------------
     def _with_cond(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -52,8 +59,10 @@ class GenerativeVAE(SynthModule):
     def _shift(self, z: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         if self.cond_shift is None:
             return z
-        s = self.cond_shift(cond.to(z.dtype))
-        return z + s.view(*s.shape, *([1] * (z.ndim - 2)))
+        s = self.cond_shift(cond.to(z.dtype)).view(z.shape[0], -1, *self.latent_grid)
+        if list(z.shape[2:]) != self.latent_grid:  # another grid than the generated size
+            s = s.mean(tuple(range(2, z.ndim)), keepdim=True)
+        return z + s
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         cond = self.check_cond(cond, x.shape[0])
