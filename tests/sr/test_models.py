@@ -45,18 +45,41 @@ def test_icnr_starts_as_nearest_neighbour():
     assert torch.allclose(y[..., 0::2], y[..., 1::2])
 
 
-def test_global_skip_is_cell_centred_linear_interpolation():
-    """The skip matches SimpleITK linear interpolation on the cell-centred grid (interior)."""
+def test_global_skip_is_cell_centred_interpolation():
+    """linear skip == SimpleITK linear on the cell-centred grid (interior); the cubic/learned
+    polyphase skip reproduces linear ramps and is close to SimpleITK's cubic B-spline."""
     from medgen.models.sr.degrade import interpolate_baseline
 
-    m = build_model({**TINY, "scale_factors": [1, 1, 4]})
+    m = build_model({**TINY, "scale_factors": [1, 1, 4], "skip": "linear"})
     x = torch.rand(1, 1, 4, 4, 6)
-    skip = m.interpolate(x)[0, 0].numpy()
+    skip = m.skip(x)[0, 0].numpy()
     ref = interpolate_baseline(x[0, 0].numpy(), [1, 1, 4], "linear")
     inner = slice(2, 4 * 6 - 2)  # between the first and last input centres
     np.testing.assert_allclose(skip[..., inner], ref[..., inner], atol=1e-5)
-    # an untrained generator stays close to that interpolation
-    assert float((predict(m, x)[0, 0] - m.interpolate(x)[0, 0]).abs().mean()) < 0.1
+    # an untrained generator stays close to its skip
+    assert float((predict(m, x)[0, 0] - m.skip(x)[0, 0]).abs().mean()) < 0.1
+    for mode in ("cubic", "learned"):
+        for factors in ([1, 1, 4], [2, 3, 1]):
+            m = build_model({**TINY, "scale_factors": factors, "skip": mode})
+            i, j, k = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in (9, 8, 10)],
+                                     indexing="ij")
+            ramp = (0.5 * i + 0.25 * j - 0.3 * k)[None, None]
+            up = m.skip(ramp)[0, 0]
+            pos = [(torch.arange(n * f, dtype=torch.float32) + 0.5) / f - 0.5
+                   for n, f in zip((9, 8, 10), factors)]
+            ii, jj, kk = torch.meshgrid(*pos, indexing="ij")
+            want = 0.5 * ii + 0.25 * jj - 0.3 * kk
+            core = tuple(slice(2 * f, -2 * f) if f > 1 else slice(None) for f in factors)
+            torch.testing.assert_close(up[core], want[core], atol=1e-4, rtol=0)
+    smooth = torch.from_numpy(np.sin(np.linspace(0, 3, 12))[None, None, None, None, :].repeat(
+        4, 2).repeat(4, 3).astype(np.float32))
+    m = build_model({**TINY, "scale_factors": [1, 1, 2], "skip": "cubic"})
+    cub = m.skip(smooth)[0, 0].numpy()
+    bsp = interpolate_baseline(smooth[0, 0].numpy(), [1, 1, 2], "bspline")
+    np.testing.assert_allclose(cub[..., 4:-4], bsp[..., 4:-4], atol=1e-2)
+    assert sum(p.numel() for n, p in m.named_parameters() if "poly" in n) == 0  # fixed
+    learned = build_model({**TINY, "scale_factors": [1, 1, 2], "skip": "learned"})
+    assert any("poly" in n for n, _ in learned.named_parameters())
 
 
 def test_configs_and_errors():

@@ -77,6 +77,29 @@ def test_resume_across_the_phase_switch_is_exact(sr_manifest, tmp_path, sr_confi
     assert weights_sha256(resumed.last, "ema") == weights_sha256(full.last, "ema")
 
 
+def test_gan_from_an_l1_checkpoint(sr_manifest, tmp_path, sr_config):
+    """ESRGAN's recipe: the GAN run starts from the L1 model's EMA weights (adversarial at once)."""
+    from medgen.models import read_state_dict, state_dict_sha256
+
+    l1 = train(sr_config(sr_manifest, tmp_path / "l1", **{"sr.adv_weight": 0, "optim.max_steps": 2,
+                                                           "val.every_steps": 100}))
+    cfg = sr_config(sr_manifest, tmp_path / "gan", **{"sr.init_from": str(l1.last),
+                                                      "sr.warmup_steps": 0, "optim.max_steps": 1,
+                                                      "val.every_steps": 100})
+    tr = Trainer(cfg)
+    init = state_dict_sha256(read_state_dict(l1.last / "ema.safetensors"))
+    assert state_dict_sha256(tr.task.model.state_dict()) == init
+    seen = _spy_steps(tr)
+    res = tr.fit()
+    assert seen[0]["phase"] == 2.0
+    card = json.loads((res.last / "card.json").read_text())
+    assert card["lineage"]["sr_init_weights_sha256"] == init
+    other = sr_config(sr_manifest, tmp_path / "bad", **{"sr.init_from": str(l1.last),
+                                                        "model.features": 12})
+    with pytest.raises(ConfigError, match="different generator"):
+        Trainer(other)
+
+
 @pytest.mark.parametrize("dims,factors,over", [
     (2, (1, 1, 4), {}),
     (3, (2, 2, 1), {"sr.kspace_axes": "[0, 1]", "degradation.preset": "mri-rician-mild"}),

@@ -51,8 +51,15 @@ class SRGeneratorConfig(BaseModelConfig):
     upsample : {"pixelshuffle", "interp_conv"}
         Sub-pixel convolution with a per-axis shuffle (ICNR-initialised), or nearest-neighbour
         interpolation followed by a convolution.
-    global_skip : bool
-        Add the linearly interpolated input to the output.
+    skip : {"learned", "cubic", "linear", "none"}
+        The global skip added to the network's output: the input interpolated onto the output
+        grid (cell-centred). ``linear``: (bi/tri)linear; ``cubic``: Keys cubic convolution
+        (a = -0.5) as a fixed separable polyphase filter; ``learned``: the same polyphase filter
+        with ``skip_taps`` learnable taps per output phase and axis, initialised at cubic - a
+        linear deblur-and-interpolate stage that converges in a few hundred steps, leaving the
+        RRDB trunk the non-linear part.
+    skip_taps : int
+        Taps (odd) of the cubic / learned polyphase filters.
     slice_axis : {0, 1, 2}
         2D models only: the volume axis *across* which slices are taken (2: planes ``(i, j)``;
         1: planes ``(i, k)``, for through-plane SR of axial stacks with a 2D model).
@@ -67,7 +74,8 @@ class SRGeneratorConfig(BaseModelConfig):
     dense_layers: int = Field(5, ge=2, le=8)
     residual_scale: float = Field(0.2, gt=0.0, le=1.0)
     upsample: Literal["pixelshuffle", "interp_conv"] = "pixelshuffle"
-    global_skip: bool = True
+    skip: Literal["learned", "cubic", "linear", "none"] = "learned"
+    skip_taps: int = Field(7, ge=5, le=15)
     slice_axis: Literal[0, 1, 2] = 2
 
     def size_divisor(self) -> int:
@@ -87,6 +95,8 @@ class SRGeneratorConfig(BaseModelConfig):
             raise ValueError(f"scale_factors {self.scale_factors} needs {self.spatial_dims} entries "
                              f"(spatial_dims is {self.spatial_dims})")
         _check_factors(self.scale_factors, "scale_factors")
+        if self.skip_taps % 2 == 0:
+            raise ValueError(f"skip_taps {self.skip_taps} must be odd")
         return self
 
 
@@ -111,7 +121,9 @@ class SRTrainConfig(StrictModel):
     Loss: phase 1 (``step < warmup_steps``) ``l1_weight * L1 + freq_weight * FFT-magnitude L1``;
     phase 2 adds ``adv_weight * adversarial`` (LSGAN or hinge, discriminator stepped too) and
     ``perceptual_weight * feature L1`` when ``perceptual_weights`` names a local file.
-    ``adv_weight: 0`` trains the L1-only generator (the ablation).
+    ``adv_weight: 0`` trains the L1-only generator (the ablation). ``init_from`` starts the
+    generator (and its EMA) from another checkpoint's EMA weights - ESRGAN's two-stage recipe
+    (a PSNR-oriented L1 model, then the GAN from it, ``warmup_steps: 0``).
     """
 
     factors: list[int] = Field(default_factory=lambda: [1, 1, 2], min_length=3, max_length=3,
@@ -129,6 +141,8 @@ class SRTrainConfig(StrictModel):
     perceptual_weight: float = Field(0.0, ge=0)
     perceptual_weights: str | None = Field(None, description="local .safetensors of a MONAI "
                                            "ResNet-10 feature network; nothing is downloaded")
+    init_from: str | None = Field(None, description="checkpoint folder of a generator with the "
+                                  "same config (e.g. the L1 model) to start from; ESRGAN's recipe")
     ema_decay: float = Field(0.999, gt=0, lt=1)
     d_lr: float | None = Field(None, gt=0, description="discriminator learning rate (default optim.lr)")
     discriminator: SRDiscriminatorConfig = Field(default_factory=SRDiscriminatorConfig)

@@ -11,12 +11,13 @@ with MONAI would have to shuffle by 4 along every axis (64x the channels) and th
 it. :func:`axis_shuffle` moves ``f`` channel groups into one spatial axis; factors that are powers of
 two go in stages of 2 (one conv each, as ESRGAN does for x4), others in one stage.
 
-Global skip: the input, linearly interpolated onto the output grid with ``align_corners=False``,
-is added to the network's output. That interpolation is cell-centred: output voxel ``m`` sits at
-input index ``(m + 1/2) / f - 1/2`` - the same convention as the thick-slice degradation
-(thick slice ``n`` is centred at thin index ``n f + (f - 1)/2``) and as
-:func:`medgen.infer.sr.upsampled_geometry` (same world extent) - so the generator starts at
-trilinear interpolation and learns the correction.
+Global skip: the input interpolated onto the output grid is added to the network's output. The
+interpolation is cell-centred: output voxel ``m`` sits at input index ``(m + 1/2) / f - 1/2`` - the
+same convention as the thick-slice degradation (thick slice ``n`` is centred at thin index
+``n f + (f - 1)/2``) and as :func:`medgen.infer.sr.upsampled_geometry` (same world extent). It is
+linear (``F.interpolate``, ``align_corners=False``), Keys cubic, or a *learned* polyphase filter
+initialised at cubic (:class:`PolyphaseSkip`), so the generator starts at plain interpolation and
+learns the correction.
 """
 
 from __future__ import annotations
@@ -129,6 +130,64 @@ class UpsampleStage(nn.Module):
                                                 mode="nearest")))
 
 
+def keys_cubic(x: float, a: float = -0.5) -> float:
+    """Keys' cubic convolution kernel (Keys 1981; ``a = -0.5``: Catmull-Rom)."""
+    x = abs(x)
+    if x <= 1:
+        return (a + 2) * x**3 - (a + 3) * x**2 + 1
+    if x < 2:
+        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return 0.0
+
+
+def cubic_phase_taps(factor: int, taps: int) -> torch.Tensor:
+    """``(factor, taps)`` weights: output phase ``r`` of input voxel ``n`` is
+    ``sum_j w[r, j] x[n + j - taps // 2]``, cubic interpolation at the cell-centred position
+    ``n + (r + 1/2)/f - 1/2``. Rows sum to 1."""
+    half = taps // 2
+    w = torch.zeros(factor, taps, dtype=torch.float64)
+    for r in range(factor):
+        delta = (r + 0.5) / factor - 0.5
+        for j in range(taps):
+            w[r, j] = keys_cubic((j - half) - delta)
+    return (w / w.sum(1, keepdim=True)).float()
+
+
+class PolyphaseSkip(nn.Module):
+    """Separable polyphase upsampling filter, one 1D stage per upsampled axis: replicate-pad,
+    depthwise conv with ``f`` output phases per channel, :func:`axis_shuffle`.
+
+    ``learnable=False`` keeps the cubic taps fixed (a buffer); ``True`` learns them (one filter
+    bank per axis shared by all channels, initialised at cubic)."""
+
+    def __init__(self, dims: int, channels: int, factors: tuple[int, ...], taps: int,
+                 learnable: bool) -> None:
+        super().__init__()
+        self.dims, self.channels, self.taps = dims, channels, taps
+        self.axes = [(a, int(f)) for a, f in enumerate(factors) if f > 1]
+        for a, f in self.axes:
+            w = cubic_phase_taps(f, taps)
+            if learnable:
+                self.register_parameter(f"taps{a}", nn.Parameter(w))
+            else:
+                self.register_buffer(f"taps{a}", w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = F.conv3d if self.dims == 3 else F.conv2d
+        c = x.shape[1]
+        for a, f in self.axes:
+            w = getattr(self, f"taps{a}").to(x.dtype)  # (f, taps)
+            shape = [1] * self.dims
+            shape[a] = self.taps
+            kernel = w.repeat(c, 1).reshape(c * f, 1, *shape)  # channel c -> outputs c*f + r
+            pad: list[int] = []
+            for ax in reversed(range(self.dims)):
+                p = self.taps // 2 if ax == a else 0
+                pad += [p, p]
+            x = axis_shuffle(conv(F.pad(x, pad, mode="replicate"), kernel, groups=c), a, f)
+        return x
+
+
 class RRDBGenerator(MedgenModule):
     """SR generator: ``forward(x) -> (B, out_channels, *spatial * scale_factors)``.
 
@@ -156,25 +215,35 @@ class RRDBGenerator(MedgenModule):
         self.conv_hr = _conv(d, nf, nf)
         self.conv_last = _conv(d, nf, config.out_channels)
         self.act = nn.LeakyReLU(0.2, inplace=True)
-        self.global_skip = bool(config.global_skip)
-        if self.global_skip:
-            # small output at init: the model starts at linear interpolation
+        self.skip_mode = config.skip
+        self.poly = None
+        if self.skip_mode in ("cubic", "learned"):
+            self.poly = PolyphaseSkip(d, config.in_channels, self.scale_factors, config.skip_taps,
+                                      learnable=self.skip_mode == "learned")
+        if self.skip_mode != "none":
+            # small output at init: the model starts at the skip's interpolation
             self.conv_last.weight.data.mul_(0.1)
             nn.init.zeros_(self.conv_last.bias)
         self._interp = "trilinear" if d == 3 else "bilinear"
 
     def interpolate(self, x: torch.Tensor) -> torch.Tensor:
-        """Cell-centred linear interpolation of ``x`` onto the output grid (the global skip)."""
+        """Cell-centred (bi/tri)linear interpolation of ``x`` onto the output grid."""
         size = [s * f for s, f in zip(x.shape[2:], self.scale_factors)]
         return F.interpolate(x, size=size, mode=self._interp, align_corners=False)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The global skip of ``x`` on the output grid (see ``config.skip``)."""
+        if self.poly is not None:
+            return self.poly(x)
+        return self.interpolate(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.trunk(feat))
         feat = self.up(feat)
         out = self.conv_last(self.act(self.conv_hr(feat)))
-        if self.global_skip:
-            skip = self.interpolate(x)
+        if self.skip_mode != "none":
+            skip = self.skip(x)
             if skip.shape[1] == out.shape[1]:
                 out = out + skip
             else:  # channel mismatch: skip the mean intensity image to every output channel

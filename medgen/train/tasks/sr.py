@@ -149,6 +149,9 @@ class SRTask(TrainTask):
         cfg = self.cfg
         sr = cfg.sr
         self.model = build_model(cfg.model).to(self.device)
+        self.init_sha = None
+        if sr.init_from:
+            self._init_from(sr.init_from)
         self.optimizers["model"] = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
                                                     betas=(0.9, 0.99),
                                                     weight_decay=cfg.optim.weight_decay)
@@ -167,6 +170,28 @@ class SRTask(TrainTask):
         if sr.perceptual_weight > 0 and sr.perceptual_weights:
             self.perceptual = LocalPerceptualLoss(sr.perceptual_weights,
                                                   cfg.model.spatial_dims).to(self.device)
+
+    def _init_from(self, ckpt: str) -> None:
+        """Start from another checkpoint's generator (its EMA weights when present)."""
+        import json
+
+        from medgen.models import parse_model_config, read_state_dict, state_dict_sha256
+
+        path = Path(ckpt)
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ConfigError("sr.init_from", f"'{path.name}' is not a checkpoint folder (no config.json)")
+        other = parse_model_config(json.loads(cfg_file.read_text()))
+        mine = self.cfg.model.model_dump(exclude={"patch_size"})
+        if other.model_dump(exclude={"patch_size"}) != mine:
+            raise ConfigError("sr.init_from", f"'{path.name}' holds a different generator config")
+        weights = path / "ema.safetensors"
+        if not weights.is_file():
+            weights = path / "model.safetensors"
+        sd = read_state_dict(weights, self.device)
+        self.model.load_state_dict(sd)
+        self.init_sha = state_dict_sha256(sd)
+        log.info("generator initialised from %s (%s)", path.name, weights.name)
 
     def extra_modules(self):
         return {"discriminator": self.disc} if self.disc is not None else {}
@@ -282,6 +307,8 @@ class SRTask(TrainTask):
                    "sr_ema_decay": str(sr.ema_decay)}
         if cfg.degradation.preset:
             lineage["noise_preset"] = Path(cfg.degradation.preset).stem
+        if self.init_sha:
+            lineage["sr_init_weights_sha256"] = self.init_sha
         fields = {"lineage": lineage, "patch_size": self.lr_patch()}
         spacings = [r.spacing for r in self.trainer.train_records]
         if spacings:  # the model's *input* is the LR grid
