@@ -71,6 +71,7 @@ app.command("run")(_run.run)
 from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
 from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702
 from medgen.cli import synthesize as _synth; app.command("synthesize")(_synth.synthesize)  # noqa: E402, E702
+from medgen.cli import evaluate as _evaluate; app.add_typer(_evaluate.app, name="evaluate")  # noqa: E402, E702
 from medgen.cli import upscale as _upscale; app.command("upscale")(_upscale.upscale)  # noqa: E402, E702
 
 

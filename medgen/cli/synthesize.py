@@ -8,7 +8,7 @@ import typer
 
 
 def synthesize(
-    dst: Path = typer.Argument(..., help="Output folder (samples/, synthetic.jsonl, audit.json)."),
+    dst: Path = typer.Argument(..., help="Output folder (samples/, manifest.jsonl, audit.json)."),
     model: Path = typer.Option(..., "--model", "-m", help="Checkpoint folder of a vae-gen / ldm model."),
     n: int = typer.Option(..., "-n", "--n", min=1, help="Number of samples (indices 0..N-1)."),
     condition: list[str] = typer.Option(None, "--condition", "-c", help="NAME=VALUE for a conditional model (repeatable)."),

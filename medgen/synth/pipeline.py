@@ -14,7 +14,7 @@ Outputs (``DST``)
 -----------------
 ``samples/synth-000003.nii.gz`` (or ``samples/synth-000003/`` DICOM series), optional
 ``samples/synth-000003_seg.nii.gz`` label maps (paired models; always NIfTI),
-``synthetic.jsonl`` + ``synthetic.summary.json`` (manifest; the summary holds the generator's
+``manifest.jsonl`` + ``manifest.summary.json`` (manifest; the summary holds the generator's
 lineage and the audit summary), ``audit.json`` (every sample's distances, flags withheld ones
 too). Every file is written atomically; a sample that fails is reported (one line naming its
 index) and the run goes on.
@@ -161,7 +161,7 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                train_split: str = "train", heldout_splits: Sequence[str] = ("val", "test"),
                audit: bool = True, keep_flagged: bool = False, audit_percentile: float = 5.0,
                audit_margin: float = 0.5, audit_rule: str = "both", embedding: str = "random",
-               tracking: bool = True, experiment: str = "medgen-synth",
+               tracking: bool = True, experiment: str = "medgen-synthesize",
                tracking_uri: str | None = None, run_name: str | None = None,
                progress: Callable[[int, int, str], None] | None = None) -> SynthResult:
     """Generate ``n`` samples (or the subset ``indices``) from a checkpoint into ``dst``.
@@ -428,7 +428,7 @@ def _write_manifest(dst: Path, records: list, failures: list[dict], summary: dic
     from medgen.manifest import Manifest
 
     m = Manifest(records, root=dst)
-    path = dst / "synthetic.jsonl"
+    path = dst / "manifest.jsonl"
     rejects = [{"path": f"sample {f['index']}", "reason": f["reason"]} for f in failures]
     m.write(path, rejects=rejects, extra_summary={"synthetic": summary,
                                                   "kind": "medgen-manifest"})
