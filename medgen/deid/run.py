@@ -241,5 +241,5 @@ def deidentify(src: str | Path, dst: str | Path, *, key: Key, options=(), worker
             ex.shutdown()
         shutil.rmtree(staging, ignore_errors=True)
     if hasattr(os, "sync"):
-        os.sync()  # outputs are renamed into place without per-file fsync; make them durable
+        os.sync()  # file contents were fsync'd when staged; this makes the final renames durable
     return rep
