@@ -39,6 +39,7 @@ import hashlib
 import importlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -308,18 +309,21 @@ def resolve_model(model: str, *, tracking_uri: str | None = None,
 
     try:
         with atomic_dir(final) as tmp:
+            stage = tmp / ".download"  # MLflow nests the artifact path under dst_path
             if model.startswith("runs:/"):
                 run_id, _, path = model[len("runs:/"):].partition("/")
                 if not run_id or not path:
                     raise ConfigError("--model", "runs:/ URIs look like runs:/<run_id>/checkpoints/best")
-                got = Path(download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(tmp),
-                                              tracking_uri=uri))
+                got = Path(download_artifacts(run_id=run_id, artifact_path=path.strip("/"),
+                                              dst_path=str(stage), tracking_uri=uri))
             else:
-                got = Path(download_artifacts(artifact_uri=model, dst_path=str(tmp),
+                got = Path(download_artifacts(artifact_uri=model, dst_path=str(stage),
                                               tracking_uri=uri))
-            if got != tmp:  # download_artifacts nests the artifact path: flatten it
-                for f in list(got.iterdir()):
-                    os.replace(f, tmp / f.name)
+            if not got.is_dir():
+                raise ConfigError("--model", "the MLflow artifact is a file, not a checkpoint folder")
+            for f in list(got.iterdir()):
+                os.replace(f, tmp / f.name)
+            shutil.rmtree(stage, ignore_errors=True)
             if not (tmp / "config.json").is_file():
                 raise ConfigError("--model", "the MLflow artifact is not a medgen checkpoint "
                                   "(no config.json)")

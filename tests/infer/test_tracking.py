@@ -29,7 +29,18 @@ def test_job_is_tracked_and_model_comes_from_a_runs_uri(tmp_path, tiny_ckpt, mix
     assert summary["ok"] == 4 and summary["tracking_run_id"]
     # the checkpoint was downloaded once into the cache (digests verified on load)
     cached = list((tmp_path / "cache" / "models").iterdir())
-    assert len(cached) == 1 and (cached[0] / "model.safetensors").exists()
+    assert len(cached) == 1
+    assert sorted(f.name for f in cached[0].iterdir()) == ["card.json", "config.json",
+                                                           "model.safetensors"]
+    # a registered model version resolves the same way (models:/ URI)
+    from medgen.infer.predictor import resolve_model
+
+    c = client_for(uri)
+    c.create_registered_model("tiny-denoiser")
+    c.create_model_version("tiny-denoiser", source=f"runs:/{train_id}/checkpoints/best",
+                           run_id=train_id)
+    reg = resolve_model("models:/tiny-denoiser/1", tracking_uri=uri)
+    assert (reg / "model.safetensors").read_bytes() == (tiny_ckpt / "model.safetensors").read_bytes()
 
     client = client_for(uri)
     r = client.get_run(summary["tracking_run_id"])
