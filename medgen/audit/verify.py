@@ -136,6 +136,8 @@ def _load_inputs(ctx_client, run_id: str, record: dict, workdir: Path, manifest_
     out = {}
     inputs = record.get("rerun", {}).get("inputs", {})
     for role, digest in record.get("input_manifests", {}).items():
+        if role not in inputs and role not in manifest_paths:
+            continue  # a digest only (e.g. a batch job's item list): checked by the kind's own check
         info = inputs.get(role, {})
         path = manifest_paths.get(role)
         if path is None and info.get("manifest_hint") and Path(info["manifest_hint"]).exists():
@@ -212,10 +214,15 @@ def audit_run(run_id: str, *, tracking_uri: str | None = None, rerun: int = 0,
         _diff_state(record["state"], collect_state(client, run_id), report)
         _now_code_env(record, report)
         ms = _load_inputs(client, run_id, record, tmp, dict(manifests or {}), data_root, report)
+        kind = record.get("kind", "")
+        ctx = AuditContext(client, run, record, tmp, ms, uri, report)
+        if kind == "infer":
+            from medgen.infer.audit import check_inputs  # also registers the inference re-runner
+
+            for ok, msg in check_inputs(ctx):
+                (report.ok if ok else report.fail)(msg)
         if rerun:
-            kind = record.get("kind", "")
             if kind in RERUNNERS:
-                ctx = AuditContext(client, run, record, tmp, ms, uri, report)
                 for ok, msg in RERUNNERS.get(kind)(ctx, rerun):
                     (report.ok if ok else report.fail)(msg)
             else:

@@ -254,6 +254,9 @@ def run_infer(task: str, model: str, src: Path, dst: Path, opts: InferOptions, *
                 summary.tracking_run_id = run.run_id
                 try:
                     log_job_end(run, job, summary)
+                    from medgen.infer.tracking import seal_job
+
+                    seal_job(run, job, summary, model=model)
                 except Exception as exc:  # noqa: BLE001 - outputs are done; say so, keep the code
                     log.warning("could not record the job in MLflow: %s", type(exc).__name__)
         else:

@@ -78,3 +78,30 @@ def log_job_end(run: Run, job: Job, summary: JobSummary) -> None:
     if summary.cuda_max_allocated_mb is not None:
         metrics["cuda_max_allocated_mb"] = summary.cuda_max_allocated_mb
     run.log_metrics(metrics)
+
+
+def seal_job(run: Run, job: Job, summary: JobSummary, *, model: str) -> str:
+    """Seal the job's run (``audit.json``): call after everything else is logged.
+
+    The re-run block lets ``medgen audit RUN --rerun N`` rebuild the predictor from the same
+    checkpoint and settings and recompute N items (:func:`medgen.infer.audit.rerun_items`). Path
+    hints are relative to the working directory and dropped when they look identifying.
+    """
+    from medgen.audit import seal_run
+    from medgen.audit.seal import rel_hint
+
+    def safe(hint):
+        return hint if hint and not run.guard.findings(hint) else None
+
+    p = job.predictor
+    model_hint = model if model.startswith(("runs:/", "models:/")) else safe(rel_hint(model))
+    rerun = {"task": job.task, "src_hint": safe(rel_hint(job.src)), "model_hint": model_hint,
+             "root_hint": safe(rel_hint(job.root)) if job.root else None,
+             "settings": p.settings.to_dict() if p is not None else {},
+             "factory": job.spec.factory, "options": dict(job.spec.options),
+             "output_format": job.output_format}
+    lineage = {"weights_sha256": summary.weights_sha256, "job_digest": summary.job_digest,
+               "input_digest": summary.input_digest,
+               "output_manifest_sha256": summary.output_manifest_sha256,
+               "ok": summary.ok, "failed": summary.failed, "quarantined": summary.quarantined}
+    return seal_run(run, kind="infer", lineage=lineage, rerun=rerun)

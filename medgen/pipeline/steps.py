@@ -61,7 +61,7 @@ def step_degrade(runner: Runner, name: str, spec: dict):
     from medgen.io.nifti import write_nifti
     from medgen.manifest import Manifest
     from medgen.train.data import step_seed
-    from medgen.transforms import load_preset
+    from medgen.transforms import apply_geometry, load_preset
     from medgen.utils.atomic import atomic_write_text
 
     m = Manifest.load(spec["manifest"])
@@ -84,7 +84,11 @@ def step_degrade(runner: Runner, name: str, spec: dict):
         s = pipe({"image": torch.from_numpy(x / scale)[None]})
         noisy = np.asarray(torch.as_tensor(s["noisy"])[0].numpy(), np.float32) * scale
         meta = {"modality": vol.meta.get("modality", "unknown")}
-        write_nifti(Volume(noisy, vol.affine, meta), dst / rel_name)
+        affine = vol.affine
+        for d in s.get("degradations", []):  # grid-changing degradations (thick slices) move voxels
+            if d.get("geometry"):
+                affine = apply_geometry(affine, d["geometry"])
+        write_nifti(Volume(noisy, affine, meta), dst / rel_name)
         write_nifti(Volume(x, vol.affine, meta), ref_dst / rel_name)
         log_lines.append(json.dumps({"record": rec.id, "output": rel_name, "scale": scale,
                                      "degradations": json.loads(json.dumps(s.get("degradations", []), default=str))},
