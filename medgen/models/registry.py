@@ -26,6 +26,7 @@ from medgen.models.base import BaseModelConfig
 from medgen.models.denoise.config import UNetConfig, VAEConfig
 from medgen.models.sr.config import SRGeneratorConfig
 from medgen.models.synth.config import GenVAEConfig, LDMConfig
+from medgen.models.translate.config import CycleGANConfig, Pix2PixConfig
 from medgen.registry import Registry, suggest
 from medgen.utils.hashing import sha256_json
 
@@ -94,6 +95,12 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     "rrdb_sr", SRGeneratorConfig, "medgen.models.sr.generator:build_rrdb_sr", tasks=("sr",),
     description="RRDB super-resolution generator, per-axis sub-pixel upsampling (2D/3D)"))
+register_model(ModelSpec(
+    "pix2pix", Pix2PixConfig, "medgen.models.translate.nets:build_pix2pix", tasks=("translate",),
+    description="Pix2Pix UNet generator A -> B (paired translation; PatchGAN in training)"))
+register_model(ModelSpec(
+    "cyclegan", CycleGANConfig, "medgen.models.translate.nets:build_cyclegan", tasks=("translate",),
+    description="CycleGAN: UNet generators A -> B and B -> A (unpaired translation)"))
 
 
 
@@ -125,7 +132,7 @@ def _model_config_wrap(value: Any, handler):
 
 #: Discriminated union over the registered model configs (pydantic field type for ``model:``).
 ModelConfig = Annotated[
-    Union[VAEConfig, UNetConfig, SRGeneratorConfig, GenVAEConfig, LDMConfig],  # noqa: UP007 - keep the union explicit for the discriminator
+    Union[VAEConfig, UNetConfig, SRGeneratorConfig, GenVAEConfig, LDMConfig, Pix2PixConfig, CycleGANConfig],  # noqa: UP007 - keep the union explicit for the discriminator
     Field(discriminator="name"),
     WrapValidator(_model_config_wrap),
 ]

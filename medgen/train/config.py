@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from medgen.config.base import StrictModel
 from medgen.models import BlindSpotConfig, IntensityNorm, ModelConfig, VAELossConfig
 from medgen.models.sr.config import SRTrainConfig
+from medgen.models.translate.config import TranslateTrainConfig
 from medgen.synth.config import SynthTrainConfig
 
 
@@ -84,6 +85,7 @@ class TrainConfig(StrictModel):
     card: CardConfig = Field(default_factory=CardConfig)
     sr: SRTrainConfig | None = Field(None, description="task sr: pairs, losses, EMA, discriminator")
     synth: SynthTrainConfig | None = Field(None, description="task synth: conditions, diffusion, stages")
+    translate: TranslateTrainConfig | None = Field(None, description="task translate: domain B, pairing, losses")
 
     @model_validator(mode="after")
     def _cross_check(self) -> TrainConfig:
@@ -113,4 +115,10 @@ class TrainConfig(StrictModel):
             self.synth.check_train(self)
         elif self.synth is not None:
             raise ValueError(f"a synth: section needs task: synth (task is '{self.task}')")
+        if self.task == "translate":
+            if self.translate is None:
+                raise ValueError("task translate needs a translate: section (translate.target_manifest)")
+            self.translate.check_train(self)
+        elif self.translate is not None:
+            raise ValueError(f"a translate: section needs task: translate (task is '{self.task}')")
         return self

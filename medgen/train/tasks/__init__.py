@@ -12,5 +12,6 @@ TASKS: Registry = Registry("tasks")
 TASKS.register("denoise", lazy("medgen.train.tasks.denoise", "DenoiseTask"))
 TASKS.register("sr", lazy("medgen.train.tasks.sr", "SRTask"))
 TASKS.register("synth", lazy("medgen.train.tasks.synth", "SynthTask"))
+TASKS.register("translate", lazy("medgen.train.tasks.translate", "TranslateTask"))
 
 __all__ = ["TASKS"]
