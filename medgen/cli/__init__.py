@@ -73,6 +73,7 @@ from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.deno
 from medgen.cli import synthesize as _synth; app.command("synthesize")(_synth.synthesize)  # noqa: E402, E702
 from medgen.cli import evaluate as _evaluate; app.add_typer(_evaluate.app, name="evaluate")  # noqa: E402, E702
 from medgen.cli import upscale as _upscale; app.command("upscale")(_upscale.upscale)  # noqa: E402, E702
+from medgen.cli import translate as _translate; app.command("translate")(_translate.translate)  # noqa: E402, E702
 
 
 def main() -> None:

@@ -441,7 +441,8 @@ def write_output(item: Item, vol: Volume, ctx: JobContext) -> tuple[list[dict[st
     if item.out_format == "nifti":
         from medgen.io.nifti import write_nifti
 
-        write_nifti(vol, out, dtype="float32")
+        # a predictor may mark its outputs (translate: synthetic) via meta["output_descrip"]
+        write_nifti(vol, out, dtype="float32", descrip=str(vol.meta.get("output_descrip") or "medgen"))
     else:
         from medgen.io.dicom_write import write_dicom_series
 

@@ -138,7 +138,10 @@ def write_dicom_series(vol: Volume, out_dir: str | Path, *, digest: str,
     spacing = vol.spacing
 
     base = Dataset()
-    if tmpl is not None and not synthetic:
+    # meta["synthetic_keep_study"]: a synthetic image *of this patient* (e.g. a synthetic CT from
+    # their MR) stays in the source's study and frame of reference, still marked synthetic
+    keep_study = tmpl is not None and (not synthetic or bool(vol.meta.get("synthetic_keep_study")))
+    if keep_study:
         for kw in _COPY_FROM_SOURCE:
             if kw in tmpl:
                 base.add(tmpl[kw])
@@ -174,7 +177,7 @@ def write_dicom_series(vol: Volume, out_dir: str | Path, *, digest: str,
         base.ConversionType = "WSD"
     base.SeriesInstanceUID = series_uid
     base.SeriesNumber = series_number
-    base.SeriesDescription = series_description or ("SYNTHETIC " if synthetic else "") + derivation[:56]
+    base.SeriesDescription = series_description or ("SYNTHETIC " if synthetic else "") + derivation[:54 if synthetic else 56]  # LO: 64
     base.Manufacturer = "medgen"
     base.SoftwareVersions = __version__
     base.ImageType = ["DERIVED", "SECONDARY"] + (["SYNTHETIC"] if synthetic else [])

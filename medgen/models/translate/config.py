@@ -40,6 +40,8 @@ class _TranslateGenerator(BaseModelConfig):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Pix2Pix's noise source (eval: off)")
     intensity_b: IntensityNorm | None = Field(None, description="normalisation of domain B "
                                               "(None: the card's, same as domain A)")
+    modality_b: str | None = Field(None, pattern=r"^[A-Z]{2,4}$", description="DICOM modality of "
+                                   "domain B (e.g. CT for a synthetic CT; None: same as the input)")
 
     def stride_list(self) -> list[int]:
         return list(self.strides) if self.strides is not None else [2] * (len(self.channels) - 1)
