@@ -139,6 +139,10 @@ def evaluate_synth(real: str | Path, synthetic: str | Path, out_dir: str | Path,
             log_report(run, rep, jpath, hpath)
             if audit is not None and "rate" in audit.get("summary", {}):
                 run.log_metrics({"quality/memorization_rate": audit["summary"]["rate"]})
+            from medgen.audit import seal_run
+
+            seal_run(run, kind="evaluate-synth", lineage={
+                "real_manifest_sha256": rm.digest, "synthetic_manifest_sha256": sm.digest})
         rid = getattr(run, "run_id", None)
     return {**rep, "json": str(jpath), "html": str(hpath), "run_id": rid,
             "rejects": r_rej + s_rej}

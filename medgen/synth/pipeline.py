@@ -375,6 +375,13 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                              "synth/failures": len(failures)})
             run.log_json({"summary": audit_summary, "samples": rows}, "synth/audit.json")
             run.log_manifest(manifest_path, role="synthetic")
+            from medgen.audit import seal_run
+            from medgen.manifest import Manifest
+
+            seal_run(run, kind="synthesize", lineage={
+                "weights_sha256": wsha, "n_written": written, "n_withheld": withheld,
+                "synthetic_manifest_sha256": Manifest.load(manifest_path).digest,
+                "base_seed": int(seed)})
     return SynthResult(dst, manifest_path, n, written, sum(r["flagged"] for r in rows), withheld,
                        audit_summary, failures, run_id, sps if rows else math.nan, records)
 
