@@ -177,3 +177,33 @@ def test_output_intensity_uses_the_target_domain(ckpts):
                                            options={"direction": "b2a"})
     xn, rec = q.normalise(x)
     np.testing.assert_allclose(q.denormalise(xn, rec).numpy(), x.numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_evaluate_paired_in_hu_logged_to_mlflow(tmp_path):
+    """Outputs vs real CT targets (HU) by relative path, with the identity baseline, in MLflow."""
+    import mlflow
+
+    from medgen.io.nifti import write_nifti
+
+    rng = np.random.default_rng(0)
+    aff = Volume.make_affine([1.0, 1.0, 1.0])
+    ref = np.full((16, 16, 8), -1000.0, np.float32)
+    ref[4:12, 4:12] = 40.0
+    for d, arr in (("ref", ref), ("out", ref + rng.normal(0, 20, ref.shape)),
+                   ("inp", ref + rng.normal(0, 200, ref.shape))):
+        write_nifti(Volume(arr.astype(np.float32), aff, {}), tmp_path / d / "s1" / "ct.nii.gz")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = CliRunner().invoke(app, ["evaluate", "paired", "--reference", str(tmp_path / "ref"),
+                                   "--outputs", str(tmp_path / "out"), "--inputs",
+                                   str(tmp_path / "inp"), "--hu", "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout.strip().splitlines()[-1])
+    assert s["n"] == 1 and 10 < s["mae_hu"] < 25 and s["mae_input_hu"] > 100
+    assert s["psnr"] > s["psnr_input"] and s["psnr_gain"] > 0
+    run = mlflow.tracking.MlflowClient(uri).get_run(s["run_id"])
+    assert abs(run.data.metrics["paired/mae_hu"] - s["mae_hu"]) < 1e-3
+    # references that are not CT in HU (no air) are refused with --hu
+    write_nifti(Volume(ref + 1100.0, aff, {}), tmp_path / "mr" / "s1" / "ct.nii.gz")
+    bad = CliRunner().invoke(app, ["evaluate", "paired", "--reference", str(tmp_path / "mr"),
+                                   "--outputs", str(tmp_path / "out"), "--hu", "--no-tracking"])
+    assert bad.exit_code == 2 and "air" in bad.output
