@@ -25,12 +25,19 @@ def _statuses(dst):
             Ledger(dst / "ledger.jsonl").latest.items()}
 
 
-def test_dask_localcluster_threads_byte_identical_to_local(mixed_tree, tmp_path, tiny_ckpt):
-    """2 Dask workers (threads of this process: worker start-up as processes costs ~10 s per
-    worker on this 2-core machine; the process variant is the slow test below)."""
+def test_dask_join_scheduler_byte_identical_to_local(mixed_tree, tmp_path, tiny_ckpt):
+    """Join a running scheduler over TCP (``--scheduler``) with 2 workers; the workers are threads
+    of this process (starting worker processes costs ~10 s each on this 2-core machine; the
+    process variant, started by ``--workers 2``, is the slow test below)."""
+    from distributed import LocalCluster
+
     spec = PredictorSpec.make(tiny_ckpt, CPU1)
     local = Job(spec, mixed_tree, tmp_path / "local").run(engine="local")
-    dask = Job(spec, mixed_tree, tmp_path / "dask").run(engine="dask", workers=2, processes=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        dask = Job(spec, mixed_tree, tmp_path / "dask").run(
+            engine="dask", scheduler=cluster.scheduler_address)
     assert (local.ok, local.quarantined) == (dask.ok, dask.quarantined) == (4, 3)
     assert local.job_digest == dask.job_digest and local.input_digest == dask.input_digest
     a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "dask")

@@ -281,3 +281,27 @@ def test_kill_9_at_a_random_point_then_rerun_is_byte_identical(tmp_path, tiny_ck
     assert _files(dst) == _files(ref)  # every output present and byte-identical
     latest = Ledger(ledger).latest
     assert len(latest) == 10 and all(e["status"] == "ok" for e in latest.values())
+
+
+def test_manifest_input_ids_paths_and_changed_files(tmp_path, ct5n_dir, tiny_ckpt, key_env):
+    from medgen.keys import load_key
+    from medgen.manifest.build import build_manifest
+
+    src = tmp_path / "data"
+    shutil.copytree(ct5n_dir, src / "ct" / "s1")
+    write_phantom(src / "mr" / "a.nii.gz", seed=1)
+    write_phantom(src / "mr" / "b.nii.gz", seed=2)
+    res = build_manifest(src, load_key())
+    mpath = tmp_path / "m" / "data.jsonl"
+    res.manifest.write(mpath)
+    items = {it.rel: it for it in discover_items(mpath, tmp_path / "out")}
+    assert set(items) == {"ct/s1", "mr/a.nii.gz", "mr/b.nii.gz"}
+    assert {it.id for it in items.values()} == {r.id for r in res.manifest.records}
+    assert items["ct/s1"].out_rel == "ct/s1" and items["mr/a.nii.gz"].out_rel == "mr/a.nii.gz"
+    # a file changed after the manifest was built is refused (its recorded sha256 differs)
+    write_phantom(src / "mr" / "b.nii.gz", seed=9)
+    s = Job(PredictorSpec.make(tiny_ckpt, CPU1), mpath, tmp_path / "out").run()
+    assert (s.ok, s.quarantined, s.exit_code) == (2, 1, 3)
+    assert "changed since the manifest" in s.failures[0]["error"]
+    assert (tmp_path / "out" / "ct" / "s1" / "IM00001.dcm").exists()
+    assert (tmp_path / "out" / "mr" / "a.nii.gz").exists()
