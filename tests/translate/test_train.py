@@ -172,3 +172,12 @@ def test_mode_collapse_is_flagged(paired_data, tmp_path, tr_config):
     vols = [torch.rand(1, 8, 8, 8) for _ in range(3)]
     ok = collapse_check(vols, [v * 0.9 for v in vols], 0.2)
     assert ok["val/mode_collapse"] == 0.0 and ok["val/collapse_ratio"] > 1.0
+
+
+def test_diversity_across_grids():
+    from medgen.models.translate.nets import diversity
+
+    a = torch.zeros(1, 8, 8, 8)
+    b = torch.ones(1, 10, 12, 8)
+    assert diversity([a, b]) == pytest.approx(1.0)
+    assert diversity([a, a.clone()]) == 0.0 and diversity([a]) == 0.0

@@ -188,7 +188,7 @@ class ImagePool:
 
 
 def diversity(volumes: list[torch.Tensor]) -> float:
-    """Mean pairwise L1 distance between volumes of equal shape (0 for fewer than two).
+    """Mean pairwise L1 distance between ``(C, *spatial)`` volumes (0 for fewer than two).
 
     The mode-collapse check compares this for the translated outputs with the real target
     domain's: a generator that maps every input to (nearly) the same image scores ~0.
@@ -196,14 +196,16 @@ def diversity(volumes: list[torch.Tensor]) -> float:
     n = len(volumes)
     if n < 2:
         return 0.0
+    shapes = {tuple(v.shape) for v in volumes}
+    if len(shapes) > 1:  # different grids (other subjects): resample to the smallest common size
+        size = [min(s[d] for s in shapes) for d in range(1, len(next(iter(shapes))))]
+        mode = "trilinear" if len(size) == 3 else "bilinear"
+        volumes = [F.interpolate(v[None].float(), size=size, mode=mode, align_corners=False)[0]
+                   for v in volumes]
     tot, k = 0.0, 0
     for i in range(n):
         for j in range(i + 1, n):
-            a, b = volumes[i], volumes[j]
-            if a.shape != b.shape:  # different grids: compare on the common corner
-                sl = tuple(slice(0, min(x, y)) for x, y in zip(a.shape, b.shape))
-                a, b = a[sl], b[sl]
-            tot += float((a.float() - b.float()).abs().mean())
+            tot += float((volumes[i].float() - volumes[j].float()).abs().mean())
             k += 1
     return tot / k
 
