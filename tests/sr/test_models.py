@@ -85,7 +85,7 @@ def test_global_skip_is_cell_centred_interpolation():
 def test_configs_and_errors():
     from pathlib import Path
 
-    for p in sorted(Path("configs").glob("*/sr-*.yaml")):
+    for p in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*/sr-*.yaml")):
         if p.parent.name in ("model", "tiny"):
             cfg = load_model_config(p)
             assert cfg.name == "rrdb_sr"

@@ -133,6 +133,14 @@ def test_pairs_are_step_indexed_and_noise_only_on_lr(sr_manifest, tmp_path, sr_c
 
 
 def test_config_cross_checks(sr_manifest, tmp_path, sr_config):
+    from pathlib import Path
+
+    from medgen.config import load_config
+    from medgen.train.config import TrainConfig
+
+    for p in sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("sr-*.yaml")):
+        cfg = load_config(TrainConfig, p)
+        assert cfg.task == "sr" and cfg.sr.factors == cfg.model.volume_factors()
     with pytest.raises(ConfigError, match="differ from the model"):
         sr_config(sr_manifest, tmp_path, **{"sr.factors": "[1, 1, 4]"})
     with pytest.raises(ConfigError, match="divisible"):

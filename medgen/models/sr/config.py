@@ -143,6 +143,8 @@ class SRTrainConfig(StrictModel):
                                            "ResNet-10 feature network; nothing is downloaded")
     init_from: str | None = Field(None, description="checkpoint folder of a generator with the "
                                   "same config (e.g. the L1 model) to start from; ESRGAN's recipe")
+    skip_lr_mult: float = Field(10.0, gt=0, description="learning-rate multiplier of the learned "
+                                "skip's few polyphase taps (they converge in tens of steps)")
     ema_decay: float = Field(0.999, gt=0, lt=1)
     d_lr: float | None = Field(None, gt=0, description="discriminator learning rate (default optim.lr)")
     discriminator: SRDiscriminatorConfig = Field(default_factory=SRDiscriminatorConfig)

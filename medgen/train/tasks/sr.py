@@ -152,8 +152,12 @@ class SRTask(TrainTask):
         self.init_sha = None
         if sr.init_from:
             self._init_from(sr.init_from)
-        self.optimizers["model"] = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
-                                                    betas=(0.9, 0.99),
+        skip = [p for n, p in self.model.named_parameters() if n.startswith("poly.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("poly.")]
+        groups = [{"params": rest}]
+        if skip:  # the learned skip's taps: few parameters, a larger step (sr.skip_lr_mult)
+            groups.append({"params": skip, "lr": cfg.optim.lr * sr.skip_lr_mult, "weight_decay": 0.0})
+        self.optimizers["model"] = torch.optim.Adam(groups, lr=cfg.optim.lr, betas=(0.9, 0.99),
                                                     weight_decay=cfg.optim.weight_decay)
         self.schedulers["model"] = self.trainer.make_scheduler(self.optimizers["model"])
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(sr.ema_decay),
