@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infer_helpers import write_phantom
+from .infer_helpers import write_phantom
 from typer.testing import CliRunner
 
 from medgen.cli import app

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from infer_helpers import make_checkpoint, phantom
+from .infer_helpers import make_checkpoint, phantom
 
 from medgen.infer.planner import Plan, Planner, n_windows
 from medgen.infer.predictor import (
