@@ -181,3 +181,22 @@ def test_diversity_across_grids():
     b = torch.ones(1, 10, 12, 8)
     assert diversity([a, b]) == pytest.approx(1.0)
     assert diversity([a, a.clone()]) == 0.0 and diversity([a]) == 0.0
+
+
+def test_collapse_check_never_returns_nan():
+    from medgen.models.translate.nets import collapse_check
+
+    m = collapse_check([torch.rand(1, 4, 4, 4)], [torch.rand(1, 4, 4, 4)], 0.2)
+    assert all(np.isfinite(v) for v in m.values()) and "val/collapse_ratio" not in m
+    assert m["val/mode_collapse"] == 0.0
+
+
+def test_tracked_run_with_one_validation_volume(paired_data, tmp_path, tr_config):
+    """MLflow tracking and the run seal (canonical JSON: no NaN allowed) with a single
+    validation volume, where the collapse ratio is undefined."""
+    a, b = paired_data
+    cfg = tr_config(a, b, tmp_path, **{"tracking.enabled": "true", "val.max_volumes": 1,
+                                       "optim.max_steps": 2,
+                                       "tracking.tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"})
+    res = train(cfg)
+    assert res.mlflow_run_id and "val/collapse_ratio" not in res.metrics

@@ -215,10 +215,12 @@ def collapse_check(outputs: list[torch.Tensor], targets: list[torch.Tensor], thr
     """``{"val/diversity_out", "val/diversity_target", "val/collapse_ratio", "val/mode_collapse"}``.
 
     ``mode_collapse`` is 1.0 when the outputs' diversity is below ``threshold`` times the
-    target domain's (a ratio of 1 means as diverse as the real target data).
+    target domain's (a ratio of 1 means as diverse as the real target data). With fewer than two
+    target volumes the ratio is undefined: ``collapse_ratio`` is left out, the flag stays 0.
     """
     d_out, d_tgt = diversity(outputs), diversity(targets)
-    ratio = d_out / d_tgt if d_tgt > 0 else float("nan")
-    flag = float(d_tgt > 0 and ratio < threshold)
-    return {"val/diversity_out": d_out, "val/diversity_target": d_tgt,
-            "val/collapse_ratio": ratio, "val/mode_collapse": flag}
+    m = {"val/diversity_out": d_out, "val/diversity_target": d_tgt, "val/mode_collapse": 0.0}
+    if d_tgt > 0:  # needs two target volumes; no NaN is ever logged (MLflow, sealed runs)
+        m["val/collapse_ratio"] = d_out / d_tgt
+        m["val/mode_collapse"] = float(m["val/collapse_ratio"] < threshold)
+    return m
