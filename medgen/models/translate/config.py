@@ -164,7 +164,7 @@ class TranslateTrainConfig(StrictModel):
         if name == "pix2pix" and self.l1_weight == 0 and self.adv_weight == 0:
             raise ValueError("pix2pix with l1_weight 0 and adv_weight 0 learns nothing")
         if self.adv_weight > 0:
-            need = 2 ** (self.discriminator.num_layers_d + 1)
+            need = 2 ** (self.discriminator.num_layers_d + 2)  # >= 2 voxels before the last norm
             if min(cfg.data.patch_size) < need:
                 raise ValueError(f"data.patch_size {cfg.data.patch_size} is too small for a "
                                  f"discriminator with num_layers_d={self.discriminator.num_layers_d} "
