@@ -62,7 +62,7 @@ def test_predict_contract(any_tiny_cfg):
     model.train()
     # an odd size (not a multiple of the divisor) must come back in the input's shape (times the
     # model's scale factors: 1 for denoisers)
-    odd = [s + 3 for s in tiny_cfg.patch_size]
+    odd = [s + 3 for s in _size(tiny_cfg)]
     x = torch.randn((1, tiny_cfg.in_channels, *odd))
     y1 = predict(model, x)
     y2 = predict(model, x)
@@ -168,3 +168,9 @@ def test_predict_plugs_into_monai_sliding_window(tiny_cfg):
     out = sliding_window_inference(vol, tiny_cfg.patch_size, 2, lambda t: predict(model, t),
                                    overlap=0.25, mode="gaussian")
     assert out.shape == vol.shape and torch.isfinite(out).all()
+
+
+def _size(cfg) -> list[int]:
+    """The config's patch size; generators fix an image size instead (synthesis configs)."""
+    size = getattr(cfg, "patch_size", None) or getattr(cfg, "image_size", None)
+    return list(size) if size else [16] * cfg.spatial_dims
