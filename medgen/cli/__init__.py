@@ -48,32 +48,35 @@ def _root(
         warnings.filterwarnings("ignore")
 
 
-# --- command groups (each module imports only typer at import time) -------------------------
-from medgen.cli import convert as _convert  # noqa: E402
-from medgen.cli import manifest as _manifest  # noqa: E402
+# --- commands, in workflow order (each module imports only typer at import time) -------------
+from medgen.cli import (  # noqa: E402
+    audit,
+    convert,
+    deid,
+    demo,
+    denoise,
+    evaluate,
+    manifest,
+    run,
+    synthesize,
+    train,
+    translate,
+    upscale,
+)
 
-app.add_typer(_manifest.app, name="manifest")
-app.command("convert")(_convert.convert)
-app.command("info")(_convert.info)
-from medgen.cli import demo as _demo  # noqa: E402
-
-app.command("demo")(_demo.demo)
-from medgen.cli import train as _train  # noqa: E402
-
-app.command("train")(_train.train)
-from medgen.cli import audit as _audit  # noqa: E402
-
-app.command("audit")(_audit.audit)
-from medgen.cli import run as _run  # noqa: E402
-
-app.command("run")(_run.run)
-# helpers register further groups below this line (one line each)
-from medgen.cli import deid as _deid; app.add_typer(_deid.app, name="deid")  # noqa: E402, E702
-from medgen.cli import denoise as _denoise; app.command("denoise")(_denoise.denoise)  # noqa: E402, E702
-from medgen.cli import synthesize as _synth; app.command("synthesize")(_synth.synthesize)  # noqa: E402, E702
-from medgen.cli import evaluate as _evaluate; app.add_typer(_evaluate.app, name="evaluate")  # noqa: E402, E702
-from medgen.cli import upscale as _upscale; app.command("upscale")(_upscale.upscale)  # noqa: E402, E702
-from medgen.cli import translate as _translate; app.command("translate")(_translate.translate)  # noqa: E402, E702
+app.command("info")(convert.info)
+app.command("convert")(convert.convert)
+app.add_typer(deid.app, name="deid")
+app.add_typer(manifest.app, name="manifest")
+app.command("train")(train.train)
+app.command("denoise")(denoise.denoise)
+app.command("upscale")(upscale.upscale)
+app.command("translate")(translate.translate)
+app.command("synthesize")(synthesize.synthesize)
+app.add_typer(evaluate.app, name="evaluate")
+app.command("run")(run.run)
+app.command("audit")(audit.audit)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -40,8 +40,14 @@ def resolve_key(key_file: Path | None, create_key: Path | None):
 
 def progress(total: int | None, description: str, quiet: bool = False):
     """A Rich progress bar on stderr, or a no-op when quiet / not a terminal-friendly job."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),

@@ -308,7 +308,7 @@ def read_series_files(files: Sequence[str | Path], *, root=None, allow_uneven: b
     size = (int(ref.Rows), int(ref.Columns))
     ps = tuple(_floats(ref.get("PixelSpacing", [1.0, 1.0])))
     slices = []
-    for ds, nm, f in zip(dss, names, files):
+    for ds, nm in zip(dss, names):
         if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
             raise MissingGeometryError(nm, "no ImagePositionPatient/ImageOrientationPatient")
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:

@@ -112,7 +112,7 @@ def write_dicom_series(vol: Volume, out_dir: str | Path, *, digest: str,
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     if vol.array.ndim != 3:
         raise WriteError(Path(out_dir).name, "DICOM writer takes scalar 3D volumes only")

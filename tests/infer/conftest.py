@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from .infer_helpers import make_checkpoint, phantom, write_phantom
 
 

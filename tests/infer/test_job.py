@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from .infer_helpers import write_phantom
 from typer.testing import CliRunner
 
 from medgen.cli import app
@@ -23,6 +22,8 @@ from medgen.errors import ConfigError
 from medgen.infer.job import Job, Ledger, discover_items
 from medgen.infer.predictor import InferenceSettings, PredictorSpec, VolumePredictor
 from medgen.utils.atomic import TMP_PREFIX
+
+from .infer_helpers import write_phantom
 
 CPU1 = InferenceSettings(device="cpu", threads=1)
 REPO = Path(__file__).resolve().parents[2]

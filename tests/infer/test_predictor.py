@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from .infer_helpers import make_checkpoint, phantom
 
 from medgen.infer.planner import Plan, Planner, n_windows
 from medgen.infer.predictor import (
@@ -21,6 +20,8 @@ from medgen.infer.predictor import (
     scaled_geometry,
 )
 from medgen.io import Volume
+
+from .infer_helpers import make_checkpoint, phantom
 
 CPU1 = InferenceSettings(device="cpu", threads=1)
 
