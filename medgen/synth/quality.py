@@ -289,7 +289,9 @@ def quality_report(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray], 
     st = ms_ssim_settings(shape)
     lo = float(min(np.min(a) for a in r + s))
     hi = float(max(np.max(a) for a in r + s))
-    dr = (hi - lo) or 1.0
+    # MS-SSIM's data range from the real set alone: the real diversity is then a fixed
+    # reference that does not move with the synthetic set being scored
+    dr = (float(max(np.max(a) for a in r)) - float(min(np.min(a) for a in r))) or 1.0
     ms_s = ms_ssim_pairs(s, _pairs(len(s), max_pairs, rng), st, dr)
     ms_r = ms_ssim_pairs(r, _pairs(len(r), max_pairs, rng), st, dr)
     div_s, div_r = float(np.mean(1 - ms_s)), float(np.mean(1 - ms_r))

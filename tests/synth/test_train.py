@@ -86,13 +86,16 @@ def test_paired_image_and_label_map(label_manifest, tmp_path):
     assert 0 <= int(lab.min()) and int(lab.max()) <= 2
 
 
-def test_2d_generator_trains(class_manifest, tmp_path):
+def test_2d_generator_with_class_and_scalar_conditions(class_manifest, tmp_path):
     from medgen.train.trainer import train
 
-    res = train(tiny_synth_config(class_manifest, tmp_path, "vae-gen", dims=2,
-                                  **{"optim.max_steps": 3}))
+    res = train(tiny_synth_config(class_manifest, tmp_path, "ldm", dims=2,
+                                  synth={"conditions": [{"name": "side"},
+                                                        {"name": "age", "kind": "scalar"}]}))
     model, cfg, _ = load_checkpoint(res.last)
-    assert cfg.spatial_dims == 2 and model.generate([5]).shape == (1, 1, 16, 16)
+    assert cfg.spatial_dims == 2 and cfg.conditions[1].range == [20.0, 45.0]  # training ages
+    cond = torch.tensor([encode_conditions(cfg.conditions, {"side": "left", "age": 33})])
+    assert model.generate([5], cond).shape == (1, 1, 16, 16)
 
 
 def test_config_cross_checks(class_manifest, tmp_path):
