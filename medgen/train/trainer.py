@@ -72,7 +72,12 @@ def set_determinism(seed: int, deterministic: bool) -> None:
 
 
 def cosine_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    warm, total, floor = cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.min_lr_ratio
+    """Warm-up + cosine decay over the whole run (``optim.*``)."""
+    return cosine_schedule(cfg.optim.max_steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+
+
+def cosine_schedule(total: int, warm: int, floor: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``warm`` steps, then cosine down to ``floor``."""
 
     def f(step: int) -> float:
         if warm and step < warm:

@@ -14,7 +14,6 @@ without a trained UNet is never "best") or minus the VAE loss (``vae-gen``).
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import torch
@@ -29,20 +28,11 @@ from medgen.synth.data import (
 )
 from medgen.train.data import step_seed
 from medgen.train.tasks.base import TrainTask
+from medgen.train.trainer import cosine_schedule
 
 log = logging.getLogger("medgen.train")
 
 AE_PHASE_SCORE = -1e6
-
-
-def _cosine(total: int, warmup: int, floor: float):
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
 
 
 def load_autoencoder_weights(model, ckpt_dir: str) -> None:
@@ -187,7 +177,7 @@ class SynthTask(TrainTask):
                     weight_decay=o.weight_decay)
                 self.schedulers["autoencoder"] = torch.optim.lr_scheduler.LambdaLR(
                     self.optimizers["autoencoder"],
-                    _cosine(self.ae_steps, min(o.warmup_steps, self.ae_steps // 2), o.min_lr_ratio))
+                    cosine_schedule(self.ae_steps, min(o.warmup_steps, self.ae_steps // 2), o.min_lr_ratio))
             gen_params = list(self.model.diffusion.parameters())
             n_gen = o.max_steps - self.ae_steps
         else:
@@ -197,7 +187,7 @@ class SynthTask(TrainTask):
         self.optimizers["generator"] = torch.optim.AdamW(gen_params, lr=o.lr,
                                                          weight_decay=o.weight_decay)
         self.schedulers["generator"] = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers["generator"], _cosine(n_gen, o.warmup_steps, o.min_lr_ratio))
+            self.optimizers["generator"], cosine_schedule(n_gen, o.warmup_steps, o.min_lr_ratio))
         if s.ema_decay:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
