@@ -484,6 +484,15 @@ def base_record(item: Item, ctx: JobContext, attempt: int) -> dict[str, Any]:
             "plan": None, "forward_seconds": 0.0}
 
 
+def record_prediction(rec: dict[str, Any], vol: Volume, predictor: VolumePredictor) -> None:
+    """What the ledger keeps about one prediction: voxels, plan, GPU memory, spacing warning."""
+    rec["voxels"] = int(vol.array.size)
+    rec["plan"] = predictor.notes.plan
+    rec["cuda_max_allocated_mb"] = predictor.notes.cuda_max_allocated_mb
+    if predictor.notes.spacing_mismatch:
+        rec["spacing_mismatch"] = True
+
+
 def attempt_item(predictor: VolumePredictor, item: Item, ctx: JobContext, attempt: int,
                  latest: dict[str, Any] | None) -> dict[str, Any]:
     """One sequential attempt (read, predict, write) - the Dask / GPU-process worker's step.
@@ -508,11 +517,7 @@ def attempt_item(predictor: VolumePredictor, item: Item, ctx: JobContext, attemp
                     "prior_status": (latest or {}).get("status"), "transient": False}
         vol, _ = load_input(item)
         out = predictor(vol)
-        rec["voxels"] = int(vol.array.size)
-        rec["plan"] = predictor.notes.plan
-        rec["cuda_max_allocated_mb"] = predictor.notes.cuda_max_allocated_mb
-        if predictor.notes.spacing_mismatch:
-            rec["spacing_mismatch"] = True
+        record_prediction(rec, vol, predictor)
         del vol
         rec["outputs"], rec["uids"] = write_output(item, out, ctx)
         rec["status"], rec["transient"] = "ok", False

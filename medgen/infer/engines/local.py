@@ -30,6 +30,7 @@ from medgen.infer.job import (
     peak_rss_mb,
     peak_rss_reset,
     quarantine_current,
+    record_prediction,
     write_output,
 )
 
@@ -189,11 +190,7 @@ class Pipeline:
         peak_rss_reset()
         try:
             out = p(vol)
-            rec["voxels"] = int(vol.array.size)
-            rec["plan"] = p.notes.plan
-            rec["cuda_max_allocated_mb"] = p.notes.cuda_max_allocated_mb
-            if p.notes.spacing_mismatch:
-                rec["spacing_mismatch"] = True
+            record_prediction(rec, vol, p)
         except Exception as exc:  # noqa: BLE001
             status, transient, reason = classify(exc, item)
             rec.update(status=status, transient=transient, error=reason)
