@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Transform
 
 from medgen.manifest import Manifest, Record
 from medgen.train.config import TrainConfig
@@ -31,8 +32,13 @@ def step_seed(seed: int, step: int, stream: str = "") -> int:
     return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
 
 
-class LoadRecordd:
-    """MONAI-style dict transform: ``{"record": id}`` -> ``{"image": MetaTensor (1, I, J, K)}``."""
+class LoadRecordd(Transform):
+    """MONAI dict transform: ``{"record": id}`` -> ``{"image": MetaTensor (1, I, J, K)}``.
+
+    It must subclass MONAI's ``Transform``: ``CacheDataset``/``PersistentDataset`` cache only the
+    transforms before the first one that is random *or not a MONAI Transform*; a plain class here
+    made the cache hold nothing, so every sample re-read (and re-gunzipped) its file.
+    """
 
     def __init__(self, manifest: Manifest, allow_uneven: bool = False, label_key: str | None = None):
         self.manifest = manifest
@@ -76,7 +82,10 @@ def volume_dataset(cfg: TrainConfig, manifest: Manifest, records: list[Record]):
     tf = Compose([LoadRecordd(manifest, cfg.data.allow_uneven, label_key), intensity_transform(cfg)])
     items = [{"record": r.id} for r in records]
     if cfg.data.cache == "memory":
-        return CacheDataset(items, tf, cache_rate=1.0, num_workers=0, progress=False)
+        # copy_cache=False: no deep copy of a whole volume per sample; readers of the cache
+        # (PatchSampler crops, validation) copy what they change
+        return CacheDataset(items, tf, cache_rate=1.0, num_workers=0, progress=False,
+                            copy_cache=False)
     if cfg.data.cache == "disk":
         cache_dir = Path(cfg.data.cache_dir or Path(cfg.output_dir) / "cache")
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +141,7 @@ class PatchSampler:
             spatial = need
         start = [int(rng.integers(0, s - p + 1)) for s, p in zip(spatial, self.patch)]
         sl = (slice(None),) + tuple(slice(a, a + p) for a, p in zip(start, self.patch))
-        return img[sl], start
+        return img[sl].clone(), start  # a copy: the cached volume is shared (copy_cache=False)
 
     def batch(self, step: int) -> dict:
         rng = np.random.default_rng(step_seed(self.cfg.seed, step, "patches"))
