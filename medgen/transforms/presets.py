@@ -27,7 +27,7 @@ from medgen.config import StrictModel, load_config
 from medgen.errors import ConfigError
 from medgen.registry import suggest
 
-__all__ = ["DegradationItem", "PresetConfig", "load_preset", "preset_names", "presets_dir",
+__all__ = ["DegradationItem", "OneOfItem", "PresetConfig", "load_preset", "preset_names", "presets_dir",
            "build_pipeline", "preset_path"]
 
 
@@ -58,10 +58,40 @@ class DegradationItem(StrictModel):
         return self
 
 
+class OneOfItem(StrictModel):
+    """Exactly one of several degradations per sample (MONAI ``OneOf``), e.g. Gaussian *or* Rician
+    noise so a blind denoiser sees both without samples that carry both or neither::
+
+        - one_of:
+            - {name: gaussian, params: {sigma: [0.0, 0.12]}}
+            - {name: rician, params: {sigma: [0.02, 0.12]}}
+          weights: [1, 1]
+    """
+
+    one_of: list[DegradationItem] = Field(min_length=1)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.weights is not None:
+            if len(self.weights) != len(self.one_of):
+                raise ValueError(f"weights has {len(self.weights)} entries, one_of has {len(self.one_of)}")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be >= 0 with a positive sum")
+        return self
+
+
 class PresetConfig(StrictModel):
     description: str = ""
     modality: str = "any"
-    degradations: list[DegradationItem] = Field(default_factory=list)
+    degradations: list[DegradationItem | OneOfItem] = Field(default_factory=list)
+
+    def names(self) -> set[str]:
+        """Every degradation this preset may apply (members of ``one_of`` groups included)."""
+        out: set[str] = set()
+        for d in self.degradations:
+            out |= {i.name for i in d.one_of} if isinstance(d, OneOfItem) else {d.name}
+        return out
 
 
 def presets_dir() -> Path:
@@ -99,7 +129,7 @@ def build_pipeline(cfg: PresetConfig, keys=("noisy",), source_key: str | None = 
                    record_key: str = "degradations", seed: int | None = None):
     """A MONAI ``Compose``: copy ``source_key`` to each of ``keys`` (if different), then the
     degradations in order, each a :class:`~medgen.transforms.RandDegradationd`."""
-    from monai.transforms import Compose, CopyItemsd
+    from monai.transforms import Compose, CopyItemsd, OneOf
 
     from medgen.transforms.degradations import RandDegradationd
 
@@ -109,9 +139,15 @@ def build_pipeline(cfg: PresetConfig, keys=("noisy",), source_key: str | None = 
         targets = [k for k in keys if k != source_key]
         if targets:
             ts.append(CopyItemsd(keys=[source_key], times=len(targets), names=targets))
+    def one(item: DegradationItem):
+        return RandDegradationd(keys, item.name, prob=item.prob, params=item.params,
+                                record_key=record_key)
+
     for item in cfg.degradations:
-        ts.append(RandDegradationd(keys, item.name, prob=item.prob, params=item.params,
-                                   record_key=record_key))
+        if isinstance(item, OneOfItem):  # the chosen one records itself; replay needs no choice
+            ts.append(OneOf([one(i) for i in item.one_of], weights=item.weights))
+        else:
+            ts.append(one(item))
     comp = Compose(ts)
     if seed is not None:
         comp.set_random_state(seed=int(seed))

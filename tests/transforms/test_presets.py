@@ -85,3 +85,27 @@ def test_preset_from_path_env_and_validation(tmp_path, monkeypatch):
     assert presets_dir() == tmp_path / "transforms"
     assert preset_names() == ["site-noise"]
     assert load_preset("site-noise").preset.description == "test"
+
+
+def test_one_of_group_applies_exactly_one_and_replays(tmp_path):
+    """A ``one_of`` group applies one member per sample; over seeds both members occur, and the
+    recorded degradation replays the sample exactly."""
+    p = tmp_path / "mix.yaml"
+    p.write_text("degradations:\n  - one_of:\n      - {name: gaussian, params: {sigma: [0.01, 0.1]}}\n"
+                 "      - {name: rician, params: {sigma: [0.01, 0.1]}}\n    weights: [1, 1]\n")
+    img = np.random.default_rng(0).random((1, 12, 12, 6)).astype(np.float32)
+    seen = set()
+    for seed in range(12):
+        s = load_preset(p, keys="noisy", seed=seed)({"image": img})
+        assert len(s["degradations"]) == 1
+        seen.add(s["degradations"][0]["name"])
+        assert np.array_equal(replay(json.dumps(s["degradations"]), img), s["noisy"])
+    assert seen == {"gaussian", "rician"}
+    assert load_preset(p).preset.names() == {"gaussian", "rician"}
+
+
+def test_one_of_bad_weights_is_a_config_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("degradations:\n  - one_of:\n      - {name: gaussian}\n    weights: [1, 2]\n")
+    with pytest.raises(ConfigError, match="weights has 2 entries"):
+        load_preset(p)

@@ -66,7 +66,7 @@ class SRPairSampler:
         self._noise = None
         if self.preset:
             self._noise = load_preset(self.preset, keys="noisy", source_key="image")
-            names = {d.name for d in self._noise.preset.degradations}
+            names = self._noise.preset.names()
             if names & _GEOMETRIC:
                 raise ConfigError("degradation.preset", f"'{self.preset}' changes the grid "
                                   f"({', '.join(sorted(names & _GEOMETRIC))}); with task sr the "
