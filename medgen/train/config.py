@@ -19,7 +19,11 @@ class DataConfig(StrictModel):
     train_split: str = "train"
     val_split: str | None = "val"
     patch_size: list[int] = Field(default_factory=lambda: [32, 32, 32])
-    samples_per_volume: int = Field(4, ge=1, description="patches drawn per volume per batch slot")
+    foreground_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of patches centred on a foreground voxel (above 10% of the volume's "
+                    "0.5-99.5 percentile range; nnU-Net-style oversampling), the rest uniform. "
+                    "Off by default: on the MNI152 denoise bench 0.5 and 0.9 did not help")
     batch_size: int = Field(4, ge=1)
     cache: Literal["memory", "disk", "none"] = "memory"
     cache_dir: str | None = None
@@ -38,7 +42,8 @@ class OptimConfig(StrictModel):
     max_steps: int = Field(200, ge=1)
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine floor as a fraction of lr")
-    time_budget_s: float | None = Field(None, gt=0, description="stop (and checkpoint) after this long")
+    time_budget_s: float | None = Field(None, gt=0, description="stop (and checkpoint) after this many training seconds in all (resumed "
+                    "parts included); the cosine schedule then anneals over the budget")
 
 
 class ValConfig(StrictModel):

@@ -71,18 +71,31 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def cosine_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    """Warm-up + cosine decay over the whole run (``optim.*``)."""
-    return cosine_schedule(cfg.optim.max_steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+def cosine_lambda(cfg: TrainConfig, time_fraction: Callable[[], float] | None = None
+                  ) -> Callable[[int], float]:
+    """Warm-up + cosine decay over the whole run (``optim.*``); see :func:`cosine_schedule`."""
+    return cosine_schedule(cfg.optim.max_steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio,
+                           time_fraction)
 
 
-def cosine_schedule(total: int, warm: int, floor: float) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up over ``warm`` steps, then cosine down to ``floor``."""
+def cosine_schedule(total: int, warm: int, floor: float,
+                    time_fraction: Callable[[], float] | None = None) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``warm`` steps, then cosine down to ``floor``.
+
+    ``time_fraction`` (a run with a time budget): progress is the larger of the step fraction and
+    the fraction of the budget spent, so the rate anneals to ``floor`` when the budget ends - with
+    ``max_steps`` out of reach a step-only cosine would keep the peak rate to the last step.
+    The rate then depends on wall time, as the stopping step already does: such runs are not
+    bit-reproducible (the deterministic mode is step-bounded).
+    """
 
     def f(step: int) -> float:
         if warm and step < warm:
             return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
+        t = (step - warm) / max(1, total - warm)
+        if time_fraction is not None:
+            t = max(t, time_fraction())
+        t = min(1.0, t)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return f
@@ -130,6 +143,8 @@ class Trainer:
         if cfg.val.max_volumes:
             self.val_records = self.val_records[: cfg.val.max_volumes]
 
+        self.elapsed_before = 0.0  # seconds trained by earlier invocations (time budgets span resumes)
+        self._t_start: float | None = None
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
         self.task = TASKS.get(cfg.task)(self)
         self.task.build()
@@ -140,8 +155,21 @@ class Trainer:
         self.smoke: dict | None = None  # weights digest after the first step (audit re-runs)
 
     def make_scheduler(self, opt: torch.optim.Optimizer):
-        """Warm-up + cosine decay over ``optim.max_steps`` (what every task uses by default)."""
-        return torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(self.cfg))
+        """Warm-up + cosine decay over ``optim.max_steps`` (what every task uses by default), or
+        over the time budget when that ends first."""
+        tf = self.time_fraction if self.cfg.optim.time_budget_s else None
+        return torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(self.cfg, tf))
+
+    def elapsed(self) -> float:
+        """Training seconds of this run so far, earlier (resumed-from) invocations included."""
+        if self._t_start is None:
+            return self.elapsed_before
+        return self.elapsed_before + time.perf_counter() - self._t_start
+
+    def time_fraction(self) -> float:
+        """Share of ``optim.time_budget_s`` spent (0 without a budget)."""
+        budget = self.cfg.optim.time_budget_s
+        return min(1.0, self.elapsed() / budget) if budget else 0.0
 
     def wrapped(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` wrapped in DistributedDataParallel under torchrun, else itself."""
@@ -178,7 +206,7 @@ class Trainer:
         from medgen.models import capture_rng_state, save_checkpoint
 
         task = self.task
-        extra = {"step": self.step, "best_metric": self.best_metric,
+        extra = {"step": self.step, "best_metric": self.best_metric, "elapsed_s": self.elapsed(),
                  "schedulers": {k: v.state_dict() for k, v in task.schedulers.items()},
                  "scaler": task.scaler.state_dict(), "rng": capture_rng_state(),
                  "config_sha256": self.config_sha256,
@@ -221,6 +249,7 @@ class Trainer:
         self.smoke = json.loads(extra.get("smoke") or "null")
         self.step = int(extra["step"])
         self.best_metric = float(extra["best_metric"])
+        self.elapsed_before = float(extra.get("elapsed_s", 0.0))
         log.info("resumed %s at step %d", self.run_name, self.step)
         return True
 
@@ -233,7 +262,7 @@ class Trainer:
         train_ds = volume_dataset(cfg, self.manifest, self.train_records)
         val_ds = volume_dataset(cfg, self.manifest, self.val_records) if self.val_records else None
         sampler = task.sampler(train_ds)
-        t_start = time.perf_counter()
+        self._t_start = time.perf_counter()
         stopped = False
         metrics: dict[str, float] = {}
         with self._run_ctx() as run:
@@ -276,8 +305,8 @@ class Trainer:
                     if metrics[task.val_metric] > self.best_metric:
                         self.best_metric = metrics[task.val_metric]
                         self.save("best", metrics, run_id)
-                budget = cfg.optim.time_budget_s
-                out_of_time = budget is not None and now - t_start > budget
+                budget = cfg.optim.time_budget_s  # the whole run's, resumed parts included
+                out_of_time = budget is not None and self.elapsed() > budget
                 stop_now = stop_after is not None and self.step >= stop_after
                 if self.is_main and (self.step % cfg.checkpoint_every == 0 or out_of_time or stop_now
                                      or self.step == cfg.optim.max_steps):
