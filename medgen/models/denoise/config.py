@@ -83,6 +83,7 @@ class UNetConfig(BaseModelConfig):
     act: Literal["prelu", "relu", "leakyrelu"] = "prelu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     residual: bool = True
+    res_gain_init: float = Field(0.1, ge=0.0, le=1.0, description="ReZero gain g at init (out = x + g*f(x))")
 
     def stride_list(self) -> list[int]:
         return list(self.strides) if self.strides is not None else [2] * (len(self.channels) - 1)
@@ -115,7 +116,9 @@ class PatchDiscriminatorConfig(StrictModel):
 
 
 class VAELossConfig(StrictModel):
-    """Loss of the denoising VAE: reconstruction + ``kl_weight`` * KL (+ adversarial).
+    """Loss of the denoisers: reconstruction (``recon``, also the ``unet``'s whole loss) +, for the
+    VAE, ``kl_weight`` * KL (+ adversarial). ``l2`` optimises PSNR directly; ``l1`` is more robust
+    to outliers and heavy-tailed noise.
 
     ``adv_weight > 0`` enables the adversarial term with a PatchDiscriminator; the trainer then
     steps :meth:`medgen.models.denoise.losses.DenoiseVAELoss.discriminator_loss` too.

@@ -70,7 +70,9 @@ class DenoiseTask(TrainTask):
                 if mask is not None:
                     loss = self.masker.loss(rec.float(), target, mask)
                 else:
-                    loss = torch.nn.functional.l1_loss(rec.float(), target)
+                    crit = (torch.nn.functional.mse_loss if cfg.loss.recon == "l2"
+                            else torch.nn.functional.l1_loss)
+                    loss = crit(rec.float(), target)
         gn = self.step_optimizer("model", loss, self.model.parameters(), cfg.optim.grad_clip)
         if gn is not None:
             parts["grad_norm"] = gn
