@@ -9,8 +9,9 @@ there), three blocks of 96x96x48 voxels.
 Noise: Gaussian and Rician (MR magnitude) at sigma 0.05 and 0.10 of the [0, 1] range, fixed seeds.
 Every method sees the same noisy blocks, in the same run:
   * medgen `unet` (residual UNet) and `vae` (denoising AutoencoderKL), each trained under the same
-    CPU time budget (default 300 s, <= 10 min) on a noise mix (Rician sigma 0.02-0.12, plus Gaussian sigma <= 0.06 half the time;
-    every sample noisy; one blind model for all test conditions);
+    CPU time budget (default 300 s, <= 10 min; the cosine schedule anneals over the budget) on a
+    noise mix: each sample gets Gaussian *or* Rician noise (a preset ``one_of`` group), sigma
+    0.02-0.12 - one blind model for all four test conditions;
   * scikit-image 3D non-local means (h = 0.8 sigma, sigma known: an oracle setting), fast mode;
   * scikit-image TV Chambolle (weight chosen per sigma on a separate validation block: oracle);
   * BM4D (only if the `bm4d` package is installed - non-commercial licence, never a dependency).
@@ -57,7 +58,8 @@ def metrics(den, clean):
             structural_similarity(clean, den, data_range=1.0))
 
 
-def train_medgen(vol: np.ndarray, work: Path, model: str, budget: float) -> Path:
+def train_medgen(vol: np.ndarray, work: Path, model: str, budget: float,
+                 overrides: list[str] | None = None) -> tuple[Path, int]:
     from medgen.config import load_config
     from medgen.io import Volume
     from medgen.io.nifti import write_nifti
@@ -79,12 +81,17 @@ def train_medgen(vol: np.ndarray, work: Path, model: str, budget: float) -> Path
         for r in m.records:
             r.split = "val" if "val" in r.files[0].path else "train"
         m.write(work / "m.jsonl")
+    # one blind model for both test noises: each sample gets Gaussian *or* Rician noise
     (work / "preset.yaml").write_text(
         "description: bench noise mix\nmodality: MR\ndegradations:\n"
-        "  - {name: rician, prob: 1.0, params: {sigma: [0.02, 0.12]}}\n"
-        "  - {name: gaussian, prob: 0.5, params: {sigma: [0.0, 0.06]}}\n")
+        "  - one_of:\n"
+        "      - {name: gaussian, params: {sigma: [0.02, 0.12]}}\n"
+        "      - {name: rician, params: {sigma: [0.02, 0.12]}}\n")
     models = {
-        "unet": {"name": "unet", "spatial_dims": 3, "channels": [16, 32, 64], "num_res_units": 2},
+        # no normalisation layers (instance norm hides the noise level from the net: -1.6 dB in a
+        # 150 s probe), ReZero gain 1.0, wider and shallower residual units: probes in docs/models.md
+        "unet": {"name": "unet", "spatial_dims": 3, "channels": [32, 64, 128], "num_res_units": 1,
+                 "norm": "none", "res_gain_init": 1.0},
         "vae": {"name": "vae", "spatial_dims": 3, "channels": [16, 32, 32], "latent_channels": 8,
                 "num_res_blocks": 1, "norm_num_groups": 8, "residual": False},
     }
@@ -97,7 +104,7 @@ def train_medgen(vol: np.ndarray, work: Path, model: str, budget: float) -> Path
         "optim": {"lr": 2e-3, "max_steps": 100000, "time_budget_s": budget, "min_lr_ratio": 0.1},
         "val": {"every_steps": 100000, "max_volumes": 1, "images": False},
         "tracking": {"enabled": False},
-    })
+    }, overrides=overrides)
     res = train(cfg)
     return res.last, res.step
 
