@@ -150,8 +150,8 @@ class PatchSampler:
         foreground cache; without it every patch is uniform."""
         spatial = list(img.shape[1:])
         centre = None
-        frac = float(getattr(self.cfg.data, "foreground_fraction", 0.0))
-        if key is not None and frac > 0 and rng.random() < frac:
+        frac = float(self.cfg.data.foreground_fraction) if key is not None else 0.0
+        if frac > 0 and rng.random() < frac:
             fg = self._foreground(img, key)
             if len(fg):
                 centre = [int(c) for c in fg[int(rng.integers(0, len(fg)))]]
