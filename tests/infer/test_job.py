@@ -252,19 +252,27 @@ def test_kill_9_at_a_random_point_then_rerun_is_byte_identical(tmp_path, tiny_ck
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             cwd=str(tmp_path))
     rng = random.SystemRandom()
-    mode = rng.choice(["after-first-ok", "delay"])
-    delay = rng.uniform(0.0, 0.6)
+    # When to kill: during start-up (a random time after the job took its lock), right after the
+    # k-th finished item (k 1-5 of 10), or at a random time inside the items that follow the first
+    # (<= 0.25 s; an item takes ~60 ms here, so at least ~5 items are still to do). Waiting up to
+    # 0.6 s after the first item used to overshoot the whole job on an idle machine (a CI failure).
+    mode = rng.choice(["start-up", "after-k-ok", "mid-item"])
+    k = rng.randint(1, 5)
+    delay = rng.uniform(0.0, 0.3) if mode == "start-up" else rng.uniform(0.0, 0.25)
     ledger = dst / "ledger.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if mode == "delay" and (dst / ".medgen-job.lock").exists():
-            time.sleep(delay + 0.3)
-            break
-        if ledger.exists() and '"status":"ok"' in ledger.read_text():
+        if mode == "start-up" and (dst / ".medgen-job.lock").exists():
             time.sleep(delay)
             break
-        time.sleep(0.01)
-    assert proc.poll() is None, f"job ended before the kill ({mode}, {delay:.2f} s)"
+        n_ok = ledger.read_text().count('"status":"ok"') if ledger.exists() else 0
+        if mode == "after-k-ok" and n_ok >= k:
+            break
+        if mode == "mid-item" and n_ok >= 1:
+            time.sleep(delay)
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, f"job ended before the kill ({mode}, k={k}, {delay:.2f} s)"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
