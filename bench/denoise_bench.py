@@ -65,7 +65,6 @@ def train_medgen(vol: np.ndarray, work: Path, model: str, budget: float,
     from medgen.io.nifti import write_nifti
     from medgen.keys import Key
     from medgen.manifest.build import build_manifest
-    from medgen.manifest.ops import split_manifest
     from medgen.train.config import TrainConfig
     from medgen.train.trainer import train
 

@@ -42,8 +42,9 @@ class OptimConfig(StrictModel):
     max_steps: int = Field(200, ge=1)
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine floor as a fraction of lr")
-    time_budget_s: float | None = Field(None, gt=0, description="stop (and checkpoint) after this many training seconds in all (resumed "
-                    "parts included); the cosine schedule then anneals over the budget")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="stop (and checkpoint) after this many training seconds in all "
+                                "(resumed parts included); the cosine schedule then anneals over it")
 
 
 class ValConfig(StrictModel):

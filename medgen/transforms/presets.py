@@ -27,7 +27,8 @@ from medgen.config import StrictModel, load_config
 from medgen.errors import ConfigError
 from medgen.registry import suggest
 
-__all__ = ["DegradationItem", "OneOfItem", "PresetConfig", "load_preset", "preset_names", "presets_dir",
+__all__ = ["DegradationItem", "OneOfItem", "PresetConfig", "load_preset", "preset_names",
+           "presets_dir",
            "build_pipeline", "preset_path"]
 
 

@@ -83,7 +83,8 @@ class UNetConfig(BaseModelConfig):
     act: Literal["prelu", "relu", "leakyrelu"] = "prelu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     residual: bool = True
-    res_gain_init: float = Field(0.1, ge=0.0, le=1.0, description="ReZero gain g at init (out = x + g*f(x))")
+    res_gain_init: float = Field(0.1, ge=0.0, le=1.0,
+                                 description="ReZero gain g at init (out = x + g*f(x))")
 
     def stride_list(self) -> list[int]:
         return list(self.strides) if self.strides is not None else [2] * (len(self.channels) - 1)

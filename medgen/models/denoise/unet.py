@@ -35,7 +35,8 @@ class ResidualUNet(MedgenModule):
         )
         self.residual = bool(config.residual)
         if self.residual:
-            # ReZero-style gain (Bachlechner et al. 2021): out = x + g * f(x) with g = res_gain_init (0.1) at init,
+            # ReZero-style gain (Bachlechner et al. 2021): out = x + g * f(x), g = res_gain_init
+            # (0.1 by default) at init,
             # so an untrained model is close to the identity and only learns the correction.
             # (Zeroing the last conv is not enough: MONAI's top ResidualUnit has an identity path.)
             self.res_gain = torch.nn.Parameter(torch.full((config.out_channels,), float(config.res_gain_init)))
