@@ -112,6 +112,7 @@ class PatchSampler:
         self._degrade = load_preset(self.preset, keys="noisy", source_key="image") if self.preset else None
         # CT presets simulate dose in HU: degrade in physical units, then normalise again
         self._physical = bool(self._degrade is not None and self._degrade.preset.modality == "CT")
+        self._fg_cache: dict[int, np.ndarray] = {}  # dataset index -> foreground voxel indices
 
     def _apply(self, img: torch.Tensor, norm: dict | None, seed: int) -> tuple[torch.Tensor, list]:
         from medgen.transforms import denormalize, normalize
@@ -129,7 +130,7 @@ class PatchSampler:
         """Up to 65,536 foreground voxel indices (I, J, K) of dataset volume ``key`` (a
         (C, I, J, K) tensor), computed once. Foreground: channel 0 above 10% of its 0.5-99.5
         percentile range - air and zero padding are not. Empty if nothing qualifies."""
-        cache = self.__dict__.setdefault("_fg_cache", {})
+        cache = self._fg_cache
         if key not in cache:
             x = img[0].numpy() if isinstance(img, torch.Tensor) else np.asarray(img[0])
             sub = x[::4, ::4, ::4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medgen.models.denoise.losses import reconstruction_loss
 from medgen.train.data import PatchSampler, step_seed
 from medgen.train.tasks.base import TrainTask
 from medgen.train.validation import psnr_ssim, sliding_predict, volume_for_grid
@@ -70,9 +71,7 @@ class DenoiseTask(TrainTask):
                 if mask is not None:
                     loss = self.masker.loss(rec.float(), target, mask)
                 else:
-                    crit = (torch.nn.functional.mse_loss if cfg.loss.recon == "l2"
-                            else torch.nn.functional.l1_loss)
-                    loss = crit(rec.float(), target)
+                    loss = reconstruction_loss(rec.float(), target, cfg.loss.recon)
         gn = self.step_optimizer("model", loss, self.model.parameters(), cfg.optim.grad_clip)
         if gn is not None:
             parts["grad_norm"] = gn
