@@ -51,6 +51,25 @@ def add_noise(x: np.ndarray, kind: str, sigma: float, seed: int) -> np.ndarray:
     return np.sqrt((x + n1) ** 2 + n2**2).astype(np.float32)
 
 
+# the four test conditions and the three held-out blocks (k >= 110; training uses k < 100)
+CASES = [(k, s) for k in ("gaussian", "rician") for s in (0.05, 0.10)]
+
+
+def held_out_blocks(vol: np.ndarray) -> list[np.ndarray]:
+    return [vol[s:s + 96, t:t + 96, 110:158] for s, t in ((50, 60), (50, 120), (20, 90))]
+
+
+def medgen_denoise(net, noisy: np.ndarray) -> np.ndarray:
+    """A trained medgen denoiser on a whole block (fully convolutional: windows larger than the
+    training patches)."""
+    import torch
+
+    from medgen.train.validation import sliding_predict
+
+    x = torch.from_numpy(noisy)[None, None]
+    return sliding_predict(net, x, [64, 64, 48], sw_batch_size=1, overlap=0.25)[0, 0].numpy()
+
+
 def metrics(den, clean):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -118,13 +137,11 @@ def main() -> None:
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
     from medgen.models import load_checkpoint
-    from medgen.train.validation import sliding_predict
 
     torch.set_num_threads(os.cpu_count() or 2)
     vol = mni152()
-    blocks = [vol[s:s + 96, t:t + 96, 110:158] for s, t in ((50, 60), (50, 120), (20, 90))]
+    blocks = held_out_blocks(vol)
     val_block = vol[60:124, 70:134, 160:184]
-    cases = [(k, s) for k in ("gaussian", "rician") for s in (0.05, 0.10)]
     work = Path(tempfile.mkdtemp(prefix="medgen-bench-"))
     trained = {}
     for model in ("unet", "vae"):
@@ -149,7 +166,7 @@ def main() -> None:
 
     methods = ["noisy", "medgen-unet", "medgen-vae", "nlm", "tv"] + (["bm4d"] if have_bm4d else [])
     rows = {m: {"psnr": [], "ssim": [], "seconds": 0.0, "voxels": 0} for m in methods}
-    for ci, (kind, sigma) in enumerate(cases):
+    for ci, (kind, sigma) in enumerate(CASES):
         w = tv_weight(sigma)
         for bi, clean in enumerate(blocks):
             noisy = add_noise(clean, kind, sigma, 1000 * ci + bi)
@@ -157,10 +174,7 @@ def main() -> None:
             for model in ("unet", "vae"):
                 net = trained[model][0]
                 t = time.perf_counter()
-                x = torch.from_numpy(noisy)[None, None]
-                # fully convolutional: infer on windows larger than the training patches
-                den = sliding_predict(net, x, [64, 64, 48], sw_batch_size=1,
-                                      overlap=0.25)[0, 0].numpy()
+                den = medgen_denoise(net, noisy)
                 outs[f"medgen-{model}"] = (den, time.perf_counter() - t)
             t = time.perf_counter()
             outs["nlm"] = (denoise_nl_means(noisy, h=0.8 * sigma, sigma=sigma, patch_size=5,
@@ -184,7 +198,7 @@ def main() -> None:
     base_p = np.mean(rows["noisy"]["psnr"])
     base_s = np.mean(rows["noisy"]["ssim"])
     nlm_vps = rows["nlm"]["voxels"] / rows["nlm"]["seconds"]
-    print(f"MNI152 T1 held-out blocks 96x96x48 x3, noise {cases}")
+    print(f"MNI152 T1 held-out blocks 96x96x48 x3, noise {CASES}")
     print(f"training budget {args.budget:.0f} s per medgen model; steps: "
           + ", ".join(f"{m} {trained[m][1]}" for m in trained))
     hdr = f"{'method':<14}{'PSNR':>8}{'gain dB':>9}{'SSIM':>8}{'dSSIM':>8}{'Mvox/s':>10}{'speed vs NLM':>14}"

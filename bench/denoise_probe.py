@@ -30,22 +30,19 @@ def main() -> None:
     import torch
 
     from medgen.models import load_checkpoint
-    from medgen.train.validation import sliding_predict
 
     torch.set_num_threads(os.cpu_count() or 2)
     vol = B.mni152()
-    blocks = [vol[s:s + 96, t:t + 96, 110:158] for s, t in ((50, 60), (50, 120), (20, 90))]
-    cases = [(k, s) for k in ("gaussian", "rician") for s in (0.05, 0.10)]
+    blocks = B.held_out_blocks(vol)
     ck, steps = B.train_medgen(vol, Path(tempfile.mkdtemp(prefix="probe-")), args.model,
                                args.budget, args.sets)
     net = load_checkpoint(ck)[0]
     gains = {}
-    for ci, (kind, sigma) in enumerate(cases):
+    for ci, (kind, sigma) in enumerate(B.CASES):
         g = []
         for bi, clean in enumerate(blocks):
             noisy = B.add_noise(clean, kind, sigma, 1000 * ci + bi)
-            den = sliding_predict(net, torch.from_numpy(noisy)[None, None], [64, 64, 48],
-                                  sw_batch_size=1, overlap=0.25)[0, 0].numpy()
+            den = B.medgen_denoise(net, noisy)
             g.append(B.metrics(den, clean)[0] - B.metrics(noisy, clean)[0])
         gains[f"{kind}-{sigma}"] = float(np.mean(g))
     print(f"{args.model} {' '.join(args.sets) or '(bench config)'}: {steps} steps, "
