@@ -64,3 +64,7 @@ class WriteError(MedgenError):
 
 class KeyRequiredError(MedgenError):
     """A pseudonymization key is needed but none was given."""
+
+
+class UnsafePathError(MedgenError):
+    """A path from an untrusted source (manifest, DICOM attribute, variable) escapes its root."""
