@@ -9,14 +9,14 @@ reference for the report's scale, not a claim about clinical data.
 
 Methods (each gives N samples on the 32 x 32 x 16 generated grid, normalised intensity):
   * ``vae-gen`` and ``ldm`` trained through ``medgen.train`` (task synth, CPU, fixed step
-    counts) and sampled through ``medgen.synth.pipeline.synthesize`` (with its memorization
-    audit; flagged samples kept for the report);
+    counts) and sampled through ``medgen.synth.sampling.synthesize`` (with its memorization
+    check; flagged samples kept for the report);
   * ``train+noise``: random training slabs plus Gaussian noise (sigma 0.03) - a copying
-    "generator" the audit must flag;
+    "generator" the memorization check must flag;
   * ``voxel-gaussian``: independent normal per voxel with the training slabs' mean and std;
   * ``real (train)``: N training slabs themselves - the reference of "real vs real".
 Every method is compared by ``quality_report`` with the held-out test slabs (same
-normalisation), and audited against the training slabs calibrated on val + test slabs.
+normalisation), and checked against the training slabs calibrated on val + test slabs.
 Sampling seconds per volume are CPU wall time (batch 4; ldm with DDIM, 50 steps). No GPU was
 available to this session; on a CUDA machine ``synthesize`` runs there with bf16 autocast.
 Usage: python bench/synth_bench.py [--n 16] [--json bench/results/synth_bench.json]
@@ -115,11 +115,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from medgen.manifest import Manifest
     from medgen.models import IntensityNorm
-    from medgen.synth.audit import build_reference
     from medgen.synth.data import load_reference
     from medgen.synth.evaluate import load_arrays
-    from medgen.synth.pipeline import synthesize
+    from medgen.synth.memorization import build_reference
     from medgen.synth.quality import quality_report
+    from medgen.synth.sampling import synthesize
     from medgen.train.trainer import train
 
     tmp = args.work or Path(tempfile.mkdtemp(prefix="synth-bench-"))
@@ -139,14 +139,14 @@ def main() -> None:
     rows = []
     rng = np.random.default_rng(1)
 
-    def report(name, arrays, train_s=None, sps=None, audit_rate=None):
+    def report(name, arrays, train_s=None, sps=None, memorization_rate=None):
         t = time.perf_counter()
         rep = quality_report(real_test, arrays, seed=0, shape=GRID)
-        if audit_rate is None:
-            audit_rate = float(np.mean([r["flagged"] for r in ref.audit(arrays)]))
+        if memorization_rate is None:
+            memorization_rate = float(np.mean([r["flagged"] for r in ref.check(arrays)]))
         s = rep["summary"]
         row = {"method": name, "train_s": train_s, "s_per_volume": sps,
-               "memorization_rate": audit_rate, **s, "report_s": time.perf_counter() - t}
+               "memorization_rate": memorization_rate, **s, "report_s": time.perf_counter() - t}
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
               flush=True)
@@ -169,7 +169,7 @@ def main() -> None:
         dst = tmp / f"out-{model}"
         sres = synthesize(last, args.n, dst, seed=0, batch=4, train_manifest=mpath,
                           keep_flagged=True, tracking=False, device="cpu")
-        report(model, read_samples(dst), train_s, sres.seconds_per_sample, sres.audit["rate"])
+        report(model, read_samples(dst), train_s, sres.seconds_per_sample, sres.memorization["rate"])
     # baselines
     idx = rng.integers(0, len(train_arr), args.n)
     noisy = [np.clip(train_arr[i] + rng.normal(0, 0.03, train_arr[i].shape), 0, 1)

@@ -217,7 +217,7 @@ def audit_run(run_id: str, *, tracking_uri: str | None = None, rerun: int = 0,
         kind = record.get("kind", "")
         ctx = AuditContext(client, run, record, tmp, ms, uri, report)
         if kind == "infer":
-            from medgen.infer.audit import check_inputs  # also registers the inference re-runner
+            from medgen.infer.auditor import check_inputs  # also registers the inference re-runner
 
             for ok, msg in check_inputs(ctx):
                 (report.ok if ok else report.fail)(msg)

@@ -84,7 +84,7 @@ def seal_job(run: Run, job: Job, summary: JobSummary, *, model: str) -> str:
     """Seal the job's run (``audit.json``): call after everything else is logged.
 
     The re-run block lets ``medgen audit RUN --rerun N`` rebuild the predictor from the same
-    checkpoint and settings and recompute N items (:func:`medgen.infer.audit.rerun_items`). Path
+    checkpoint and settings and recompute N items (:func:`medgen.infer.auditor.rerun_items`). Path
     hints are relative to the working directory and dropped when they look identifying.
     """
     from medgen.audit import seal_run

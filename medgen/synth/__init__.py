@@ -1,8 +1,8 @@
-"""Synthetic training sets: sampling pipeline, export, memorization audit and quality report.
+"""Synthetic training sets: sampling pipeline, export, memorization check and quality report.
 
-* :func:`medgen.synth.pipeline.synthesize` - generate N samples from a checkpoint (per-sample
-  seeds), audit them for memorization, export NIfTI/DICOM and a ``synthetic: true`` manifest;
-* :func:`medgen.synth.audit.memorization_audit` - nearest-training-sample distances against a
+* :func:`medgen.synth.sampling.synthesize` - generate N samples from a checkpoint (per-sample
+  seeds), check them for memorization, export NIfTI/DICOM and a ``synthetic: true`` manifest;
+* :func:`medgen.synth.memorization.check_memorization` - nearest-training-sample distances against a
   calibrated threshold;
 * :func:`medgen.synth.quality.quality_report` - MMD, MS-SSIM diversity, histogram distance,
   classifier two-sample test and (with a local extractor) FID, on two lists of volumes.

@@ -1,5 +1,5 @@
 """Shared preparation of volumes for synthesis: resize to the generated size, one-hot label maps,
-conditioning vectors from manifest labels, and real reference sets for the audit and the report.
+conditioning vectors from manifest labels, and real reference sets for the memorization check and the report.
 
 Everything here works on normalised intensities (the training-time ``intensity`` mapping), so
 generated and real volumes are compared on the same scale.

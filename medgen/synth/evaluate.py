@@ -113,18 +113,18 @@ def evaluate_synth(real: str | Path, synthetic: str | Path, out_dir: str | Path,
 
     shape = common_shape(s_arr)
     rep = quality_report(r_arr, s_arr, seed=seed, shape=shape, extractor=extractor, n_perm=n_perm)
-    audit = None
-    ap = sp.parent / "audit.json"
+    memorization = None
+    ap = sp.parent / "memorization.json"
     if ap.exists():
-        audit = json.loads(ap.read_text())
-    elif info.get("audit"):
-        audit = {"summary": info["audit"]}
+        memorization = json.loads(ap.read_text())
+    elif info.get("memorization"):
+        memorization = {"summary": info["memorization"]}
     context = {"real manifest": rm.digest[:16], "real split": real_split or "all",
                "synthetic manifest": sm.digest[:16],
                "generator": (info.get("generator") or {}).get("model", "unknown"),
                "real intensity": intensity.mode,
                "rejects": len(r_rej) + len(s_rej)}
-    jpath, hpath = write_report(rep, r_arr, s_arr, out_dir, audit=audit, context=context)
+    jpath, hpath = write_report(rep, r_arr, s_arr, out_dir, memorization=memorization, context=context)
     run_ctx = contextlib.nullcontext(None)
     if tracking:
         from medgen.track import start_run
@@ -137,8 +137,8 @@ def evaluate_synth(real: str | Path, synthetic: str | Path, out_dir: str | Path,
             run.log_manifest(rm.digest, role="real")
             run.log_manifest(sm.digest, role="synthetic")
             log_report(run, rep, jpath, hpath)
-            if audit is not None and "rate" in audit.get("summary", {}):
-                run.log_metrics({"quality/memorization_rate": audit["summary"]["rate"]})
+            if memorization is not None and "rate" in memorization.get("summary", {}):
+                run.log_metrics({"quality/memorization_rate": memorization["summary"]["rate"]})
             from medgen.audit import seal_run
 
             seal_run(run, kind="evaluate-synth", lineage={

@@ -1,4 +1,4 @@
-"""Feature maps shared by the memorization audit and the quality report.
+"""Feature maps shared by the memorization check and the quality report.
 
 * :func:`downsample` - area-averaged volume on a small grid (default 24 voxels a side in 3D,
   48 in 2D): the "downsampled volume" on which normalised cross-correlation is computed;

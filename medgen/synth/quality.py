@@ -23,7 +23,7 @@ sizes - everything is resampled to one grid) and returns a JSON-able dict:
 
 :func:`write_report` writes ``quality.json`` and a self-contained ``quality.html`` (PNG figures
 embedded as base64: sample grids, histograms, the MMD permutation null, diversity bars, the
-C2ST ROC curve, the memorization-audit distances when given).
+C2ST ROC curve, the memorization-check distances when given).
 """
 
 from __future__ import annotations
@@ -388,7 +388,7 @@ def _grid(arrays: Sequence[np.ndarray], title: str, vmin: float, vmax: float, n:
     return _png(fig)
 
 
-def _plots(rep: dict[str, Any], audit: dict[str, Any] | None) -> dict[str, str]:
+def _plots(rep: dict[str, Any], memorization: dict[str, Any] | None) -> dict[str, str]:
     figs = {}
     h = rep["histogram"]
     centers = (np.asarray(h["bins"][:-1]) + np.asarray(h["bins"][1:])) / 2
@@ -427,14 +427,14 @@ def _plots(rep: dict[str, Any], audit: dict[str, Any] | None) -> dict[str, str]:
     ax.set_xlabel("false positive rate", fontsize=8)
     fig.tight_layout()
     figs["diversity_c2st"] = _png(fig)
-    if audit and audit.get("samples"):
+    if memorization and memorization.get("samples"):
         fig = _figure(6.5, 2.8)
-        cal = audit["summary"].get("calibration", {})
+        cal = memorization["summary"].get("calibration", {})
         for k, m in enumerate(("ncc", "embedding")):
             ax = fig.add_subplot(1, 2, k + 1)
-            vals = [x[f"{m}_distance"] for x in audit["samples"] if f"{m}_distance" in x]
+            vals = [x[f"{m}_distance"] for x in memorization["samples"] if f"{m}_distance" in x]
             ax.hist(vals, bins=20, color="C1", alpha=0.8, label="synthetic")
-            thr_v = audit["summary"].get("thresholds", {}).get(m)
+            thr_v = memorization["summary"].get("thresholds", {}).get(m)
             if thr_v is not None:
                 ax.axvline(thr_v, color="C3", label="threshold")
             if m in cal:
@@ -442,12 +442,12 @@ def _plots(rep: dict[str, Any], audit: dict[str, Any] | None) -> dict[str, str]:
             ax.set_title(f"nearest-training distance ({m})", fontsize=8)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        figs["audit"] = _png(fig)
+        figs["memorization"] = _png(fig)
     return figs
 
 
 def write_report(rep: dict[str, Any], real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray],
-                 out_dir: str | Path, *, audit: dict[str, Any] | None = None,
+                 out_dir: str | Path, *, memorization: dict[str, Any] | None = None,
                  title: str = "medgen synthesis quality report",
                  context: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``quality.json`` and a self-contained ``quality.html``; return both paths."""
@@ -458,8 +458,8 @@ def write_report(rep: dict[str, Any], real: Sequence[np.ndarray], synthetic: Seq
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {**rep, "context": context or {}}
-    if audit is not None:
-        doc["audit"] = audit.get("summary", audit)
+    if memorization is not None:
+        doc["memorization"] = memorization.get("summary", memorization)
     jpath = out / "quality.json"
     atomic_write_text(jpath, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     shape = rep["grid"]
@@ -467,7 +467,7 @@ def write_report(rep: dict[str, Any], real: Sequence[np.ndarray], synthetic: Seq
     s = resample_all(list(synthetic)[:8], shape)
     both = np.concatenate([a.ravel() for a in r + s])
     vmin, vmax = (float(v) for v in np.percentile(both, [0.5, 99.5]))
-    figs = _plots(rep, audit)
+    figs = _plots(rep, memorization)
     rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:.5g}</td></tr>"
                    for k, v in rep["summary"].items())
     fid = (f"{rep['fid']['value']:.5g} ({escape(rep['fid']['extractor'])})" if rep["fid"]["computed"]
@@ -475,17 +475,17 @@ def write_report(rep: dict[str, Any], real: Sequence[np.ndarray], synthetic: Seq
     st = rep["diversity"]["ms_ssim"]
     ctx = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
                   for k, v in (context or {}).items())
-    audit_html = ""
-    if audit is not None:
-        a = audit.get("summary", audit)
+    memorization_html = ""
+    if memorization is not None:
+        a = memorization.get("summary", memorization)
         if a.get("skipped"):
-            audit_html = "<h2>Memorization audit</h2><p>skipped</p>"
+            memorization_html = "<h2>Memorization check</h2><p>skipped</p>"
         else:
-            audit_html = (f"<h2>Memorization audit</h2><p>{a.get('n_flagged', 0)} of "
+            memorization_html = (f"<h2>Memorization check</h2><p>{a.get('n_flagged', 0)} of "
                           f"{a.get('n_samples', 0)} samples flagged (rate {a.get('rate', 0):.3f}); "
                           f"{a.get('n_withheld', 0)} withheld. {escape(str(a.get('rule', '')))}.</p>"
-                          + (f"<img src='data:image/png;base64,{figs['audit']}'>"
-                             if "audit" in figs else ""))
+                          + (f"<img src='data:image/png;base64,{figs['memorization']}'>"
+                             if "memorization" in figs else ""))
     html = f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 10px}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f3f3f3}}img{{max-width:100%}}</style>
@@ -505,7 +505,7 @@ MS-SSIM used {st['scales']} scale(s), kernel {st['kernel_size']} (MONAI's defaul
 <img src="data:image/png;base64,{figs['histogram']}">
 <img src="data:image/png;base64,{figs['mmd']}">
 <img src="data:image/png;base64,{figs['diversity_c2st']}">
-{audit_html}
+{memorization_html}
 </body></html>
 """
     hpath = out / "quality.html"

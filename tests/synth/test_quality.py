@@ -81,10 +81,10 @@ def test_fid_with_a_local_torchscript_extractor(sets, tmp_path):
 def test_html_is_self_contained(sets, tmp_path):
     real, same, _ = sets
     rep = quality_report(real[:4], same[:4], n_perm=20, c2st_epochs=5)
-    audit = {"summary": {"n_samples": 2, "n_flagged": 0, "rate": 0.0, "thresholds":
+    memorization = {"summary": {"n_samples": 2, "n_flagged": 0, "rate": 0.0, "thresholds":
                          {"ncc": 0.01, "embedding": 0.01}},
              "samples": [{"ncc_distance": 0.1, "embedding_distance": 0.2}] * 2}
-    j, h = write_report(rep, real[:4], same[:4], tmp_path, audit=audit)
+    j, h = write_report(rep, real[:4], same[:4], tmp_path, memorization=memorization)
     html = h.read_text()
     assert html.count("data:image/png;base64,") >= 5
     assert "http://" not in html and "https://" not in html and "<script" not in html
@@ -95,7 +95,7 @@ def test_cli_evaluate_synth(trained_vae, class_manifest, tmp_path):
     from typer.testing import CliRunner
 
     from medgen.cli import app
-    from medgen.synth.pipeline import synthesize
+    from medgen.synth.sampling import synthesize
 
     res = synthesize(trained_vae.last, 6, tmp_path / "set", conditions=["side=left"],
                      train_manifest=class_manifest, tracking=False, keep_flagged=True)

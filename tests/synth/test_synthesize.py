@@ -10,7 +10,7 @@ import pytest
 
 from medgen.errors import ConfigError
 from medgen.manifest import Manifest
-from medgen.synth.pipeline import sample_seed, synthesize
+from medgen.synth.sampling import sample_seed, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def test_nifti_export_and_manifest(vae_set):
     rec = next(r for r in m if r.extra["index"] == 3)
     assert rec.synthetic and rec.split == "synthetic" and rec.labels == {"side": "left"}
     assert rec.extra["seed"] == sample_seed(7, 3) and rec.extra["weights_sha256"]
-    assert "audit" in rec.extra and rec.extra["audit"]["flagged"] is False
+    assert "memorization" in rec.extra and rec.extra["memorization"]["flagged"] is False
     summary = m.summary["synthetic"]
-    assert summary["audit"]["n_samples"] == 5 and 0 <= summary["audit"]["rate"] <= 1
+    assert summary["memorization"]["n_samples"] == 5 and 0 <= summary["memorization"]["rate"] <= 1
     assert summary["generator"]["training_manifest_sha256"]
     path = res.dst / rec.files[0].path
     img = nib.load(str(path))
@@ -46,8 +46,8 @@ def test_nifti_export_and_manifest(vae_set):
     from medgen.manifest.ops import validate_manifest
 
     assert validate_manifest(m).passed
-    audit = json.loads((res.dst / "audit.json").read_text())
-    assert len(audit["samples"]) == 5 and audit["summary"]["calibration"]["source"] == "heldout"
+    memorization = json.loads((res.dst / "memorization.json").read_text())
+    assert len(memorization["samples"]) == 5 and memorization["summary"]["calibration"]["source"] == "heldout"
 
 
 def test_regenerate_one_sample_gives_identical_bytes(vae_set, trained_vae, class_manifest,
@@ -59,16 +59,16 @@ def test_regenerate_one_sample_gives_identical_bytes(vae_set, trained_vae, class
     b = (tmp_path / "samples" / "synth-000003.nii.gz").read_bytes()
     assert a == b
     other = synthesize(trained_vae.last, 5, tmp_path / "s8", conditions=["side=left"], seed=8,
-                       batch=4, indices=[3], audit=False, tracking=False)
+                       batch=4, indices=[3], memorization=False, tracking=False)
     assert (tmp_path / "s8" / "samples" / "synth-000003.nii.gz").read_bytes() != a
-    assert Manifest.load(other.manifest).summary["synthetic"]["audit"]["skipped"]
+    assert Manifest.load(other.manifest).summary["synthetic"]["memorization"]["skipped"]
 
 
 def test_dicom_export_is_marked_synthetic(trained_ldm, tmp_path):
     import pydicom
     import SimpleITK as sitk
 
-    res = synthesize(trained_ldm.last, 2, tmp_path, fmt="dicom", audit=False, tracking=False,
+    res = synthesize(trained_ldm.last, 2, tmp_path, fmt="dicom", memorization=False, tracking=False,
                      steps=3)
     assert res.n_written == 2
     series = sorted((tmp_path / "samples").iterdir())
@@ -89,14 +89,14 @@ def test_dicom_export_is_marked_synthetic(trained_ldm, tmp_path):
 
 def test_conditions_and_checkpoint_checks(trained_vae, trained_ldm, tmp_path):
     with pytest.raises(ConfigError, match="condition 'side' needs a value"):
-        synthesize(trained_vae.last, 1, tmp_path, audit=False, tracking=False)
+        synthesize(trained_vae.last, 1, tmp_path, memorization=False, tracking=False)
     with pytest.raises(ConfigError, match="unknown class 'up'"):
-        synthesize(trained_vae.last, 1, tmp_path, conditions=["side=up"], audit=False,
+        synthesize(trained_vae.last, 1, tmp_path, conditions=["side=up"], memorization=False,
                    tracking=False)
     with pytest.raises(ConfigError, match="needs the model's training manifest"):
         synthesize(trained_vae.last, 1, tmp_path, conditions=["side=left"], tracking=False)
     with pytest.raises(ConfigError, match="does not fit objective"):
-        synthesize(trained_ldm.last, 1, tmp_path, sampler="rflow", audit=False, tracking=False)
+        synthesize(trained_ldm.last, 1, tmp_path, sampler="rflow", memorization=False, tracking=False)
 
 
 def test_cli_synthesize_with_tracking(trained_ldm, class_manifest, tmp_path):
@@ -120,5 +120,5 @@ def test_cli_synthesize_with_tracking(trained_ldm, class_manifest, tmp_path):
     assert all(r.extra["synthesis_run"] == out["synthesis_run"] for r in m)
     bad = CliRunner().invoke(app, ["synthesize", str(tmp_path / "o2"), "--model",
                                    str(trained_ldm.last), "-n", "1", "--condition", "x=1",
-                                   "--no-audit", "--no-tracking"])
+                                   "--no-memorization-check", "--no-tracking"])
     assert bad.exit_code == 2 and "unconditional" in bad.output

@@ -8,7 +8,7 @@ with that seed, then moved to the model's device. A sample therefore depends on 
 never on which other samples share its batch or on the device's RNG. (Floating-point results of
 batched convolutions can still differ in the last bits between batch sizes; the synthesis pipeline
 regenerates a sample bit-exactly by recomputing its fixed batch block, see
-:mod:`medgen.synth.pipeline`.)
+:mod:`medgen.synth.sampling`.)
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class SynthModule(MedgenModule):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) embedding: the encoder's posterior mean, average-pooled to a 2^d grid.
 
-        Used as an optional embedding by the memorization audit and the quality report.
+        Used as an optional embedding by the memorization check and the quality report.
         """
         mu = self.encode_mean(x, None)
         grid = (2,) * (mu.ndim - 2)

@@ -1,4 +1,4 @@
-"""Memorization audit: is a synthetic sample a near-copy of a training scan?
+"""memorization check: is a synthetic sample a near-copy of a training scan?
 
 For every synthetic sample two nearest-training-sample distances are computed:
 
@@ -44,7 +44,7 @@ METRICS = ("ncc", "embedding")
 
 
 @dataclass
-class AuditReference:
+class MemorizationReference:
     """Training features + calibrated thresholds (computed once, reused per batch)."""
 
     train_ids: list[str]
@@ -68,9 +68,9 @@ class AuditReference:
                 "embedding": cosine_distance_matrix(feats["embedding"],
                                                     self.train_feats["embedding"])}
 
-    def audit(self, arrays: Sequence[np.ndarray], indices: Sequence[int] | None = None
+    def check(self, arrays: Sequence[np.ndarray], indices: Sequence[int] | None = None
               ) -> list[dict[str, Any]]:
-        """Per-sample audit rows for ``arrays`` (same grid as the reference)."""
+        """Per-sample memorization rows for ``arrays`` (same grid as the reference)."""
         if not len(arrays):
             return []
         dist = self.distances(self.features(arrays))
@@ -101,7 +101,7 @@ def build_reference(train: Sequence[np.ndarray], heldout: Sequence[np.ndarray] |
                     heldout_ids: Sequence[str] | None = None,
                     percentile: float = 5.0, margin: float = 0.5,
                     embedding: Callable | str = "random", side: int | None = None,
-                    seed: int = 0, rule: str = "both") -> AuditReference:
+                    seed: int = 0, rule: str = "both") -> MemorizationReference:
     """Training features and thresholds calibrated on held-out real scans.
 
     Parameters
@@ -127,17 +127,17 @@ def build_reference(train: Sequence[np.ndarray], heldout: Sequence[np.ndarray] |
         Fewer than 2 training samples, or no calibration possible.
     """
     if len(train) < 2:
-        raise ValueError("the memorization audit needs at least 2 training samples")
+        raise ValueError("the memorization check needs at least 2 training samples")
     if not 0 < percentile < 100 or not 0 < margin <= 1:
-        raise ValueError("audit: 0 < percentile < 100 and 0 < margin <= 1")
+        raise ValueError("memorization check: 0 < percentile < 100 and 0 < margin <= 1")
     if rule not in ("both", "either"):
-        raise ValueError("audit: rule must be 'both' or 'either'")
+        raise ValueError("memorization check: rule must be 'both' or 'either'")
     train_ids = list(train_ids) if train_ids is not None else [f"train-{i}" for i in range(len(train))]
     dims = np.asarray(train[0]).ndim
     embed = RandomConvEmbedding(dims, seed=seed) if embedding == "random" else embedding
     name = getattr(embed, "name", "custom")
     side = side or (16 if dims == 3 else 32)
-    ref = AuditReference(train_ids, {}, {}, {}, embed, side, name, rule=rule)
+    ref = MemorizationReference(train_ids, {}, {}, {}, embed, side, name, rule=rule)
     ref.train_feats = ref.features(train)
     if heldout is not None and len(heldout):
         dist = ref.distances(ref.features(heldout))
@@ -161,7 +161,7 @@ def build_reference(train: Sequence[np.ndarray], heldout: Sequence[np.ndarray] |
         nn = dist[m].min(1)
         nn = nn[np.isfinite(nn)]
         if not len(nn):
-            raise ValueError("audit: no calibration distances (every held-out id is in training)")
+            raise ValueError("memorization check: no calibration distances (every held-out id is in training)")
         ref.thresholds[m] = float(margin * np.percentile(nn, percentile))
         cal[m] = _summary(nn)
     cal["n_reference"] = len(heldout) if source == "heldout" else len(train)
@@ -170,7 +170,7 @@ def build_reference(train: Sequence[np.ndarray], heldout: Sequence[np.ndarray] |
 
 
 @dataclass
-class AuditResult:
+class MemorizationResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -196,12 +196,12 @@ class AuditResult:
         }
 
 
-def memorization_audit(synthetic: Sequence[np.ndarray], train: Sequence[np.ndarray],
-                       heldout: Sequence[np.ndarray] | None = None, **kwargs) -> AuditResult:
-    """One-shot audit of ``synthetic`` against ``train`` calibrated on ``heldout``.
+def check_memorization(synthetic: Sequence[np.ndarray], train: Sequence[np.ndarray],
+                       heldout: Sequence[np.ndarray] | None = None, **kwargs) -> MemorizationResult:
+    """One-shot memorization check of ``synthetic`` against ``train`` calibrated on ``heldout``.
 
     Keyword arguments go to :func:`build_reference`. Returns per-sample rows (distances, nearest
     training ids, flags), the thresholds and the calibration summary.
     """
     ref = build_reference(train, heldout, **kwargs)
-    return AuditResult(ref.audit(list(synthetic)), ref.thresholds, ref.calibration)
+    return MemorizationResult(ref.check(list(synthetic)), ref.thresholds, ref.calibration)

@@ -1,4 +1,4 @@
-"""``synthesize``: sample a trained generator, audit every sample for memorization, export
+"""``synthesize``: sample a trained generator, check every sample for memorization, export
 NIfTI (or DICOM) and a ``synthetic: true`` manifest, track it in MLflow.
 
 Reproducibility
@@ -15,7 +15,7 @@ Outputs (``DST``)
 ``samples/synth-000003.nii.gz`` (or ``samples/synth-000003/`` DICOM series), optional
 ``samples/synth-000003_seg.nii.gz`` label maps (paired models; always NIfTI),
 ``manifest.jsonl`` + ``manifest.summary.json`` (manifest; the summary holds the generator's
-lineage and the audit summary), ``audit.json`` (every sample's distances, flags withheld ones
+lineage and the memorization summary), ``memorization.json`` (every sample's distances, flags withheld ones
 too). Every file is written atomically; a sample that fails is reported (one line naming its
 index) and the run goes on.
 """
@@ -95,7 +95,7 @@ class SynthResult:
     n_written: int
     n_flagged: int
     n_withheld: int
-    audit: dict[str, Any] = field(default_factory=dict)
+    memorization: dict[str, Any] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
     run_id: str | None = None
     seconds_per_sample: float = float("nan")
@@ -114,19 +114,19 @@ def _device_amp(device: str, amp: str):
     return dev, dtype
 
 
-def prepare_audit(model, card, train_manifest: str | Path, *, root: str | Path | None = None,
+def prepare_memorization_check(model, card, train_manifest: str | Path, *, root: str | Path | None = None,
                   train_split: str = "train", heldout_splits: Sequence[str] = ("val", "test"),
                   embedding: str = "random", percentile: float = 5.0, margin: float = 0.5,
                   rule: str = "both"):
-    """The audit reference of a model: its training scans + calibration on held-out scans.
+    """The memorization reference of a model: its training scans + calibration on held-out scans.
 
     The manifest must be the one the model was trained on (its digest is checked against the
     model card).
     """
     from medgen.manifest import Manifest
-    from medgen.synth.audit import build_reference
     from medgen.synth.data import load_reference
     from medgen.synth.features import model_embedding
+    from medgen.synth.memorization import build_reference
 
     m = Manifest.load(train_manifest, root)
     if card.training_manifest_sha256 and m.digest != card.training_manifest_sha256:
@@ -144,7 +144,7 @@ def prepare_audit(model, card, train_manifest: str | Path, *, root: str | Path |
         ref = build_reference(train, held or None, train_ids=train_ids, heldout_ids=held_ids,
                               percentile=percentile, margin=margin, embedding=emb, rule=rule)
     except ValueError as exc:
-        raise ConfigError(Path(train_manifest).name, f"memorization audit: {exc}") from None
+        raise ConfigError(Path(train_manifest).name, f"memorization check: {exc}") from None
     ref.calibration["train_manifest_sha256"] = m.digest
     ref.calibration["heldout_splits"] = list(heldout_splits) if held else []
     ref.calibration["rejects"] = rej1 + rej2
@@ -159,8 +159,9 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                device: str = "auto", amp: str = "auto",
                train_manifest: str | Path | None = None, manifest_root: str | Path | None = None,
                train_split: str = "train", heldout_splits: Sequence[str] = ("val", "test"),
-               audit: bool = True, keep_flagged: bool = False, audit_percentile: float = 5.0,
-               audit_margin: float = 0.5, audit_rule: str = "both", embedding: str = "random",
+               memorization: bool = True, keep_flagged: bool = False,
+               memorization_percentile: float = 5.0, memorization_margin: float = 0.5,
+               memorization_rule: str = "both", embedding: str = "random",
                tracking: bool = True, experiment: str = "medgen-synthesize",
                tracking_uri: str | None = None, run_name: str | None = None,
                progress: Callable[[int, int, str], None] | None = None) -> SynthResult:
@@ -186,13 +187,13 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
     sampler, steps, guidance, eta
         Diffusion sampling overrides (``ldm``).
     train_manifest, manifest_root, train_split, heldout_splits
-        The model's training manifest for the memorization audit (digest checked).
-    audit : bool
-        ``False`` skips the audit (recorded as skipped in the manifest summary).
+        The model's training manifest for the memorization check (digest checked).
+    memorization : bool
+        ``False`` skips the memorization check (recorded as skipped in the manifest summary).
     keep_flagged : bool
-        Export flagged samples too (they stay marked in the manifest and the audit).
-    audit_percentile, audit_margin, audit_rule, embedding
-        Audit calibration (see :mod:`medgen.synth.audit`); ``embedding``: ``random`` or
+        Export flagged samples too (they stay marked in the manifest and memorization.json).
+    memorization_percentile, memorization_margin, memorization_rule, embedding
+        Calibration of the memorization check (see :mod:`medgen.synth.memorization`); ``embedding``: ``random`` or
         ``autoencoder``.
     tracking, experiment, tracking_uri, run_name
         MLflow run of this synthesis (its id is cited in every record).
@@ -206,7 +207,7 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
     Raises
     ------
     ConfigError
-        Not a synthesis checkpoint, bad conditions, audit without a training manifest.
+        Not a synthesis checkpoint, bad conditions, a memorization check without a training manifest.
     """
     import contextlib
 
@@ -254,14 +255,14 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
         except ValueError as exc:
             raise ConfigError("--sampler", str(exc)) from None
     ref = None
-    if audit:
+    if memorization:
         if train_manifest is None:
-            raise ConfigError("--train-manifest", "the memorization audit needs the model's "
-                              "training manifest (or --no-audit to skip it, recorded)")
-        ref = prepare_audit(model, card, train_manifest, root=manifest_root,
+            raise ConfigError("--train-manifest", "the memorization check needs the model's "
+                              "training manifest (or --no-memorization-check to skip it, recorded)")
+        ref = prepare_memorization_check(model, card, train_manifest, root=manifest_root,
                             train_split=train_split, heldout_splits=heldout_splits,
-                            embedding=embedding, percentile=audit_percentile, margin=audit_margin,
-                            rule=audit_rule)
+                            embedding=embedding, percentile=memorization_percentile, margin=memorization_margin,
+                            rule=memorization_rule)
     dst = Path(dst)
     (dst / "samples").mkdir(parents=True, exist_ok=True)
     todo = blocks(n, batch, indices)
@@ -287,7 +288,7 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
         run_id = getattr(run, "run_id", None)
         if run is not None:
             run.log_params({"model": cfg.name, "n": n, "seed": seed, "batch": batch,
-                            "format": fmt, "keep_flagged": keep_flagged, "audit": audit,
+                            "format": fmt, "keep_flagged": keep_flagged, "memorization_check": memorization,
                             **{f"sampling.{k}": v for k, v in settings.items()},
                             **{f"condition.{k}": v for k, v in cond_values.items()}})
             run.set_tags({"medgen.task": "synthesize", "medgen.weights_sha256": wsha,
@@ -312,9 +313,9 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
             gen_seconds += time.perf_counter() - tg
             arrays = [img[j, 0].cpu().numpy().astype(np.float32) for j in range(len(blk))]
             keep = [j for j, i in enumerate(blk) if i in want]
-            audit_rows = ref.audit([arrays[j] for j in keep], [blk[j] for j in keep]) if ref else \
+            memo_rows = ref.check([arrays[j] for j in keep], [blk[j] for j in keep]) if ref else \
                 [{"index": blk[j], "flagged": False, "flagged_by": []} for j in keep]
-            for j, arow in zip(keep, audit_rows):
+            for j, arow in zip(keep, memo_rows):
                 i = blk[j]
                 arow["seed"] = seeds[j]
                 rows.append(arow)
@@ -338,18 +339,18 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                     "generator_run": card.mlflow_run_id, "synthesis_run": run_id,
                     "base_seed": int(seed), "index": int(i), "seed": int(seeds[j]),
                     "n": int(n), "batch": int(batch), **settings,
-                    "audit": {k: arow[k] for k in arow if k not in ("index", "seed")},
+                    "memorization": {k: arow[k] for k in arow if k not in ("index", "seed")},
                 })
                 records.append(rec)
             done += len(keep)
             if progress:
                 progress(done, total, f"{withheld} withheld")
-        from medgen.synth.audit import AuditResult
+        from medgen.synth.memorization import MemorizationResult
 
-        res_audit = AuditResult(rows, ref.thresholds, ref.calibration) if ref else None
-        audit_summary = res_audit.summary() if res_audit else {"skipped": True}
-        audit_summary["n_withheld"] = withheld
-        audit_summary["keep_flagged"] = keep_flagged
+        memo = MemorizationResult(rows, ref.thresholds, ref.calibration) if ref else None
+        memorization_summary = memo.summary() if memo else {"skipped": True}
+        memorization_summary["n_withheld"] = withheld
+        memorization_summary["keep_flagged"] = keep_flagged
         manifest_path = _write_manifest(dst, records, failures, {
             "generator": {"model": cfg.name, "weights_sha256": wsha,
                           "config_sha256": card.config_sha256,
@@ -359,21 +360,21 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
             "n_written": written, "batch": int(batch), "format": fmt, "sampling": settings,
             "conditions": cond_values, "intensity": card.intensity.model_dump(mode="json"),
             "indices": sorted(want) if indices is not None else None,
-            "audit": audit_summary, "failures": failures})
+            "memorization": memorization_summary, "failures": failures})
         from medgen.utils.atomic import atomic_write_text
 
-        atomic_write_text(dst / "audit.json", json.dumps(
-            {"summary": audit_summary, "samples": rows}, indent=1, sort_keys=True,
+        atomic_write_text(dst / "memorization.json", json.dumps(
+            {"summary": memorization_summary, "samples": rows}, indent=1, sort_keys=True,
             default=_json_default) + "\n")
         sps = gen_seconds / max(1, len(rows))
         if run is not None:
             run.log_metrics({"synth/n_written": written, "synth/n_withheld": withheld,
-                             "synth/memorization_rate": audit_summary.get("rate", float("nan"))
+                             "synth/memorization_rate": memorization_summary.get("rate", float("nan"))
                              if ref else -1.0,
-                             "synth/n_flagged": audit_summary.get("n_flagged", 0),
+                             "synth/n_flagged": memorization_summary.get("n_flagged", 0),
                              "synth/seconds_per_sample": sps,
                              "synth/failures": len(failures)})
-            run.log_json({"summary": audit_summary, "samples": rows}, "synth/audit.json")
+            run.log_json({"summary": memorization_summary, "samples": rows}, "synth/memorization.json")
             run.log_manifest(manifest_path, role="synthetic")
             from medgen.audit import seal_run
             from medgen.manifest import Manifest
@@ -383,7 +384,7 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                 "synthetic_manifest_sha256": Manifest.load(manifest_path).digest,
                 "base_seed": int(seed)})
     return SynthResult(dst, manifest_path, n, written, sum(r["flagged"] for r in rows), withheld,
-                       audit_summary, failures, run_id, sps if rows else math.nan, records)
+                       memorization_summary, failures, run_id, sps if rows else math.nan, records)
 
 
 def _json_default(o):

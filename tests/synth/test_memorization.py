@@ -1,4 +1,4 @@
-"""Memorization audit: near-copies of training scans are flagged (and withheld), distinct real
+"""memorization check: near-copies of training scans are flagged (and withheld), distinct real
 scans are not."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 
 from medgen.manifest import Manifest
 from medgen.models import IntensityNorm
-from medgen.synth.audit import memorization_audit
 from medgen.synth.data import load_reference, prepare
+from medgen.synth.memorization import check_memorization
 
 from .conftest import class_phantom
 
@@ -37,7 +37,7 @@ def test_copies_are_flagged_distinct_scans_are_not(real_sets):
     copies = [t + 0.01 * rng.standard_normal(t.shape).astype(np.float32) for t in train]
     # distinct real scans: phantoms of both classes from seeds the training set never used
     distinct = [_phantom("left" if i % 2 else "right", 500 + i) for i in range(8)]
-    res = memorization_audit(copies + distinct, train, held, train_ids=train_ids,
+    res = check_memorization(copies + distinct, train, held, train_ids=train_ids,
                              heldout_ids=held_ids)
     flags = [r["flagged"] for r in res.rows]
     assert all(flags[:len(copies)]), res.rows[:len(copies)]
@@ -51,7 +51,7 @@ def test_copies_are_flagged_distinct_scans_are_not(real_sets):
 
 def test_leave_one_out_calibration_without_heldout(real_sets):
     train, train_ids, _, _ = real_sets
-    res = memorization_audit([train[0] + 0.001], train, None, train_ids=train_ids)
+    res = check_memorization([train[0] + 0.001], train, None, train_ids=train_ids)
     assert res.calibration["source"] == "train-leave-one-out" and res.rows[0]["flagged"]
 
 
@@ -82,7 +82,7 @@ class CopyGenerator(torch.nn.Module):
 def test_overfit_generator_is_withheld_unless_kept(trained_vae, class_manifest, real_sets,
                                                     tmp_path):
     from medgen.models import load_card, parse_model_config
-    from medgen.synth.pipeline import synthesize
+    from medgen.synth.sampling import synthesize
 
     card = load_card(trained_vae.last)
     cfg = parse_model_config(__import__("json").loads((trained_vae.last / "config.json").read_text()))
@@ -90,11 +90,11 @@ def test_overfit_generator_is_withheld_unless_kept(trained_vae, class_manifest, 
     res = synthesize((gen, card), 4, tmp_path / "a", conditions=["side=left"],
                      train_manifest=class_manifest, tracking=False)
     assert res.n_flagged == 4 and res.n_withheld == 4 and res.n_written == 0
-    assert res.audit["rate"] == 1.0
+    assert res.memorization["rate"] == 1.0
     assert not list((tmp_path / "a" / "samples").iterdir())
     kept = synthesize((gen, card), 4, tmp_path / "b", conditions=["side=left"],
                       train_manifest=class_manifest, tracking=False, keep_flagged=True)
     assert kept.n_written == 4 and kept.n_withheld == 0
     m = Manifest.load(kept.manifest)
-    assert all(r.extra["audit"]["flagged"] for r in m)
-    assert m.summary["synthetic"]["audit"]["rate"] == 1.0
+    assert all(r.extra["memorization"]["flagged"] for r in m)
+    assert m.summary["synthetic"]["memorization"]["rate"] == 1.0
