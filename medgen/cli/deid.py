@@ -53,6 +53,12 @@ def run(
                                      "annotations (see configs/deid/pixel_rules.example.yaml)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the per-file verifier "
                                    "(not recommended)."),
+    no_ocr: bool = typer.Option(False, "--no-ocr", help="Do not read burned-in text with OCR: "
+                                "at-risk images (US, SC, BurnedInAnnotation YES, ...) without a "
+                                "matching pixel rule are quarantined."),
+    blank_unsure: bool = typer.Option(False, "--blank-unsure", help="Blank words OCR reads with "
+                                      "low confidence that may be identifiers, instead of "
+                                      "quarantining the file."),
     audit: Path = typer.Option(None, "--audit", help="Audit log path (default "
                                "DST/_deid/audit.jsonl)."),
 ) -> None:
@@ -83,12 +89,18 @@ def run(
 
         rep = deidentify(src, dst, key=key, options=tuple(option), workers=workers,
                          pixel_rules=pixel_rules, verify=not no_verify, audit=audit,
-                         progress=progress)
+                         progress=progress, ocr=not no_ocr, blank_unsure=blank_unsure)
     except MedgenError as exc:
         _fail(exc)
         return
     for item, reason in rep.quarantined:
         typer.echo(f"quarantined: {item}: {reason}", err=True)
+    table = rep.modality_table()
+    if table:
+        typer.echo(f"{'modality':10s} {'kept':>6s} {'redacted':>9s} {'ocr-clean':>10s} "
+                   f"{'quarantined':>12s}")
+        for mod, kept, red, clean, quar in table:
+            typer.echo(f"{mod:10s} {kept:6d} {red:9d} {clean:10d} {quar:12d}")
     typer.echo(f"de-identified {rep.ok} file(s), quarantined {len(rep.quarantined)}; key "
                f"{rep.key_fingerprint}; table {rep.table_edition}; options "
                f"{','.join(rep.options) or '(basic profile)'}; audit {rep.audit_path}")

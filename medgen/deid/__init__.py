@@ -24,12 +24,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def deidentify(src, dst, *, key, options=(), workers: int = 1, pixel_rules=None,
-               verify: bool = True, audit=None, progress=None) -> DeidReport:
+               verify: bool = True, audit=None, progress=None, ocr: bool = True,
+               blank_unsure: bool = False) -> DeidReport:
     """De-identify ``src`` into ``dst``; see :func:`medgen.deid.run.deidentify`."""
     from medgen.deid.run import deidentify as _run
 
     return _run(src, dst, key=key, options=options, workers=workers, pixel_rules=pixel_rules,
-                verify=verify, audit=audit, progress=progress)
+                verify=verify, audit=audit, progress=progress, ocr=ocr,
+                blank_unsure=blank_unsure)
 
 
 def verify(dst, original=None, options=()) -> VerifyReport:

@@ -9,10 +9,7 @@ discarded and the input quarantined.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
-import hashlib
-import io
 import json
 import os
 import re
@@ -23,15 +20,9 @@ from typing import Any
 
 from medgen.deid import table as T
 from medgen.deid.dicom import (
-    IMPLEMENTATION_UID,
-    TEXT_CLEANING_OPTIONS,
-    Context,
-    clean_dataset,
     clean_text,
-    collect_identifiers,
     date_shift_days,
     map_uid,
-    mark_deidentified,
     pseudonym,
     shift_da,
 )
@@ -39,26 +30,21 @@ from medgen.keys import Key
 from medgen.utils.atomic import TMP_PREFIX, atomic_path
 from medgen.utils.hashing import sha256_file
 
-DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
-DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".ima", ".dc3", ".bin"}
 
 
-@contextlib.contextmanager
-def fast_atomic_path(final: Path):
-    """Temp file beside ``final``, renamed into place on success, removed on failure.
+def stage_bytes(final: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``final`` and rename it there (no fsync).
 
-    The content is fsync'd before the rename (medgen's rule for every output: temp, fsync,
-    rename), so a renamed file is never a torn or empty one after a crash; the per-directory
-    fsync of :func:`medgen.utils.atomic.atomic_path` is replaced by one ``os.sync()`` at the end
-    of the batch (the renames of the staged files happen there anyway).
+    Used for the staging folder only: :func:`medgen.deid.run.deidentify` syncs every staged file
+    once (``os.sync``) before any of them is renamed to its final place, so a final output is
+    never a torn or empty file after a crash, without paying one fsync per file.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}{''.join(final.suffixes)}"
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with open(tmp, "xb") as fh:
+            fh.write(data)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -70,6 +56,8 @@ class Quarantine(Exception):
     """The input gets no output; ``str(exc)`` is a one-line reason without any data value."""
 
     names: list[str] = []  # values for file-name mapping, when the file could be read
+    modality: str = "?"  # for the per-modality report
+    in_sha256: str | None = None  # when the input's bytes were read
 
 
 def safe_reason(exc: BaseException) -> str:
@@ -79,7 +67,7 @@ def safe_reason(exc: BaseException) -> str:
     msg = " ".join(str(exc).split())
     msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", msg)
     msg = re.sub(r"\d{4,}", "#", msg)
-    return f"{type(exc).__name__}: {msg}"[:160]
+    return f"{type(exc).__name__}: {msg}"[:140]
 
 
 def file_kind(path: Path) -> str:
@@ -93,158 +81,6 @@ def file_kind(path: Path) -> str:
     if name.endswith(".json"):
         return "json"
     return "dicom"
-
-
-# ----------------------------------------------------------------------------------- DICOM
-
-
-def read_dicom(src: Path, **kw):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        return pydicom.dcmread(src, **kw)
-    except InvalidDicomError:
-        if src.suffix.lower() not in DICOM_SUFFIXES:
-            raise Quarantine("unsupported file type (not DICOM, NIfTI or JSON)") from None
-        try:
-            ds = pydicom.dcmread(src, force=True, **kw)
-        except Exception:
-            raise Quarantine("not a DICOM file") from None
-        if "SOPClassUID" not in ds and "PixelData" not in ds:
-            raise Quarantine("not a DICOM file (no SOP Class UID, no pixel data)") from None
-        return ds
-
-
-def _transfer_syntax(ds) -> str:
-    from pydicom.uid import (
-        ExplicitVRBigEndian,
-        ExplicitVRLittleEndian,
-        ImplicitVRLittleEndian,
-    )
-
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts:
-        return str(ts)
-    enc = getattr(ds, "original_encoding", None) or (ds.is_implicit_VR, ds.is_little_endian)
-    implicit, little = enc
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def deidentify_dicom(src: Path, dst: Path, key: Key, options: tuple[str, ...],
-                     pixel_rules=None, verify: bool = True) -> dict[str, Any]:
-    """De-identify one DICOM file to ``dst``; return the audit record (raises Quarantine)."""
-    ds = read_dicom(src)
-    names = name_values(ds)
-    try:
-        rec = _deidentify_ds(ds, src, dst, key, options, pixel_rules, verify)
-    except Quarantine as q:
-        q.names = names
-        raise
-    rec["names"] = names
-    return rec
-
-
-NAME_KEYWORDS = ["PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber",
-                 "PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate",
-                 "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-                 "IssuerOfPatientID", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
-                 "SOPInstanceUID"]
-
-
-@functools.cache
-def _name_tags() -> tuple[int, ...]:
-    from pydicom.datadict import tag_for_keyword
-
-    return tuple(tag_for_keyword(k) for k in NAME_KEYWORDS)
-
-
-def name_values(ds) -> list[str]:
-    """Top-level values that may also appear in file or folder names (never logged)."""
-    vals: list[str] = []
-    for tag in _name_tags():
-        if tag not in ds:
-            continue
-        try:
-            v = ds[tag].value
-        except Exception:
-            continue
-        if v not in (None, ""):
-            vals.extend(str(x) for x in (v if isinstance(v, list | tuple) else [v]))
-    return vals
-
-
-def _deidentify_ds(ds, src: Path, dst: Path, key: Key, options: tuple[str, ...], pixel_rules,
-                   verify: bool) -> dict[str, Any]:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import UID
-
-    from medgen.deid import pixels
-    from medgen.deid import verifier as V
-
-    # the verifier extracts the original's identifying values itself, before anything changes
-    ids = V.identifiers_from_dataset(ds, options) if verify else None
-    meta = getattr(ds, "file_meta", None)
-    sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "")
-                                             if meta is not None else ""))
-    if sop == DICOMDIR_SOP:
-        raise Quarantine("DICOMDIR media directory: regenerate it from the de-identified files")
-    if "SOPClassUID" not in ds:
-        raise Quarantine("no SOP Class UID: not a composite instance")
-    ts = _transfer_syntax(ds)
-    if meta is None or "TransferSyntaxUID" not in meta:
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = UID(ts)
-    extra = ()
-    risk = pixels.burned_in_risk(ds)
-    if risk:
-        rule = pixels.match_rule(ds, pixel_rules) if pixel_rules is not None else None
-        if rule is None:
-            raise Quarantine(f"burned-in annotation risk: {risk}; no pixel rule matches")
-        try:
-            pixels.blank_rectangles(ds, rule)
-        except Exception as exc:
-            raise Quarantine(f"pixel rule {rule.name!s} could not be applied: "
-                             f"{type(exc).__name__}") from None
-        ts = str(ds.file_meta.TransferSyntaxUID)
-        extra = (pixels.CLEAN_PIXEL_CODE,)
-    idents = collect_identifiers(ds) if TEXT_CLEANING_OPTIONS & set(options) else frozenset()
-    ctx = Context(key, options, T.iod_family(sop), str(ds.get("PatientID", "") or ""), idents)
-    clean_dataset(ds, ctx)
-    mark_deidentified(ds, ctx, extra)
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = UID(sop)
-    inst = str(ds.get("SOPInstanceUID", "") or "")
-    if not inst and meta is not None and meta.get("MediaStorageSOPInstanceUID"):
-        inst = map_uid(key, str(meta.MediaStorageSOPInstanceUID))
-    if not inst:
-        raise Quarantine("no SOP Instance UID")
-    fm.MediaStorageSOPInstanceUID = UID(inst)
-    fm.TransferSyntaxUID = UID(ts)
-    fm.ImplementationClassUID = UID(IMPLEMENTATION_UID)
-    from medgen import __version__
-
-    fm.ImplementationVersionName = ("MEDGEN_" + __version__.replace(".", "_"))[:16]
-    ds.file_meta = fm
-    ds.preamble = b"\x00" * 128
-    buf = io.BytesIO()
-    try:
-        ds.save_as(buf, enforce_file_format=True)
-    except Exception as exc:
-        raise Quarantine(f"cannot write the de-identified instance: {safe_reason(exc)}") from None
-    data = buf.getvalue()
-    if verify:  # the exact bytes that will be written, parsed back by the independent verifier
-        findings = V.scan_dicom(data, options, ids)
-        if findings:
-            raise Quarantine(f"verifier: {len(findings)} finding(s), first: {findings[0]}")
-    out_sha = hashlib.sha256(data).hexdigest()
-    with fast_atomic_path(dst) as tmp:
-        tmp.write_bytes(data)
-    return {"kind": "dicom", "out_sha256": out_sha,
-            "actions": dict(sorted(ctx.actions.items()))}
 
 
 # ----------------------------------------------------------------------------------- NIfTI
