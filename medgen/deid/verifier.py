@@ -22,13 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medgen.deid import table as _data  # data files only (rows, allow-list, private dictionary)
+from medgen.deid.verifier_ids import (  # noqa: F401  (re-exported for callers)
+    PSEUDO,
+    STD_UID,
+    TEXT,
+    Identifiers,
+    _rules,
+    _strings,
+    _vr,
+    identifiers_from_dataset,
+    identifiers_from_files,
+    strip_generated,
+)
 
-STD_UID = "1.2.840.10008."
 DUMMY_TOKENS = {"anonymized", "anon", "anonymous", ""}
-PSEUDO = re.compile(r"^[0-9A-F]{16}$")
 META_OK = {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
-TEXT = {"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR"}
+MARKER_TAGS = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
+AT_RISK = ("US", "SC", "OT", "XC", "XA", "RF", "ES", "GM", "OP", "IO", "DOC")
 AUDIT_DIR = "_deid"
+PIXEL_DATA = 0x7FE00010
 
 
 @contextlib.contextmanager
@@ -45,357 +57,29 @@ def quiet_pydicom():
         plog.setLevel(old)
 
 
-_NON_ALNUM = re.compile(r"[^0-9a-z]")
-_WORD = re.compile(r"[0-9a-z]+")
-_NAME_SPLIT = re.compile(r"[\^=\s,]+")
-_STR_VRS = TEXT | {"PN", "DA", "DT", "UI", "CS", "AS", "TM", "DS", "IS"}
-
-
-def _compact(s: str) -> str:
-    return _NON_ALNUM.sub("", s.lower())
-
-
-def _words(s: str) -> set[str]:
-    return set(_WORD.findall(s.lower()))
-
-
-def _vr(d, tag) -> str | None:
-    """The VR of an element without decoding its value (dictionary VR for implicit files)."""
-    raw = d.get_item(tag)
-    vr = getattr(raw, "VR", None)
-    if vr:
-        return vr
-    from pydicom.datadict import dictionary_VR
-
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
-
-
-# ------------------------------------------------------------------------ table (own reading)
-
-
-class _Rules:
-    """The verifier's own reading of the table data: final code per tag for the options."""
-
-    def __init__(self, options: tuple[str, ...]):
-        data = _data.table_data()
-        self.options = options
-        self.codes: dict[int, tuple[str, str | None]] = {}
-        self.masks: list[tuple[int, int, str]] = []
-        for r in data["rows"]:
-            chosen = [r["options"][o] for o in options if o in r["options"]]
-            code = r["basic"] if not chosen else ("C" if "C" in chosen else chosen[0])
-            if r["tag"]:
-                self.codes[int(r["tag"], 16)] = (code, r["vr"])
-            elif r["mask"] != "private":
-                m = r["mask"]
-                self.masks.append((int("".join("0" if c == "X" else "F" for c in m), 16),
-                                   int(m.replace("X", "0"), 16), code))
-        self.allow = _data.allowlist(False)
-        self.allow_ctx = _data.allowlist(True)
-        self.safe = _data.private_dictionary() if "retain-safe-private" in options else {}
-
-    def code(self, tag: int) -> str | None:
-        c = self.codes.get(tag)
-        if c:
-            return c[0]
-        for bits, val, code in self.masks:
-            if tag & bits == val:
-                return code
-        return None
-
-
-# ------------------------------------------------------------------------ identifiers
-
-
-@dataclass
-class Identifiers:
-    """Identifying values of some originals, normalised for searching."""
-
-    names: list[tuple[str, ...]] = field(default_factory=list)
-    strings: set[str] = field(default_factory=set)  # compact forms
-    raw: set[str] = field(default_factory=set)  # lower-case literal forms for byte search
-    dates: set[str] = field(default_factory=set)
-    uids: set[str] = field(default_factory=set)
-    kept: set[str] = field(default_factory=set)  # compact values the profile keeps
-
-    def add_name(self, value: str) -> None:
-        comps = tuple(c for c in _NAME_SPLIT.split(value.lower().strip()) if c)
-        comps = tuple(_compact(c) for c in comps if len(_compact(c)) >= 2)
-        if comps:
-            self.names.append(comps)
-            for c in comps:
-                if len(c) >= 5:
-                    self.raw.add(c)
-            if len(comps) > 1:
-                self.raw.add("^".join(comps))
-
-    def add_string(self, value: str) -> None:
-        c = _compact(value)
-        if len(c) < 4 or c in DUMMY_TOKENS or (c.isdigit() and len(c) < 6):
-            return
-        self.strings.add(c)
-        lit = value.strip().lower()
-        if len(lit) >= 6:
-            self.raw.add(lit)
-
-    def add_date(self, value: str) -> None:
-        v = value.strip()[:8]
-        if len(v) == 8 and v.isdigit() and v != "19000101":
-            self.dates.add(v)
-            self.dates.add(v[6:8] + v[4:6] + v[:4])
-            self.dates.add(v[4:6] + v[6:8] + v[:4])
-            self.raw.add(v)
-
-    def add_uid(self, value: str) -> None:
-        v = value.strip().rstrip("\x00")
-        if v and not v.startswith(STD_UID) and not v.startswith("2.25.") and len(v) >= 8:
-            self.uids.add(v)
-            self.raw.add(v)
-
-    def finish(self) -> Identifiers:
-        # a value the profile keeps elsewhere (e.g. Manufacturer) is not evidence of a leak: drop
-        # identifiers contained in a kept value
-        blob = "\n".join(self.kept)
-        self.strings = {s for s in self.strings if s not in blob}
-        self.dates = {d for d in self.dates if d not in blob}
-        self.raw = {r for r in self.raw if _compact(r) not in blob}
-        self.names = [n for n in self.names if "".join(n) not in blob]
-        self._family = {n[0] for n in self.names if len(n[0]) >= 3}
-        self._by_comp: dict[str, list[tuple[str, ...]]] = {}
-        for n in self.names:
-            if len(n) > 1:
-                for c in n:
-                    self._by_comp.setdefault(c, []).append(n)
-        # a name written without separators ("JOHNDOE") is searched like any other string
-        needles = self.strings | self.dates | {"".join(n) for n in self.names
-                                               if len("".join(n)) >= 6}
-        # small sets (one file): plain substring tests; large sets (a tree): one regex
-        self._re_str = _alt(needles) if len(needles) > 64 else None
-        self._str_list = sorted(needles) if len(needles) <= 64 else []
-        raw = {r.encode("latin-1", "replace") for r in self.raw if r}
-        self._re_raw = _alt(self.raw, binary=True) if len(raw) > 64 else None
-        self._raw_list = sorted(raw) if len(raw) <= 64 else []
-        return self
-
-    def __bool__(self) -> bool:
-        return bool(self.names or self.strings or self.dates or self.uids)
-
-    def hit(self, value: str) -> str | None:
-        """Which kind of identifier ``value`` contains (name, string, date, uid), or None."""
-        if not value:
-            return None
-        low = value.lower()
-        comp = _compact(low)
-        if self.names:
-            words = _words(low)
-            if words & self._family:
-                return "name"
-            for w in words & self._by_comp.keys():
-                for n in self._by_comp[w]:
-                    if all(c in words for c in n):
-                        return "name"
-        if self._re_str is not None and self._re_str.search(comp):
-            return "identifier"
-        for s in self._str_list:
-            if s in comp:
-                return "identifier"
-        for u in self.uids:
-            if u in value:
-                return "uid"
-        return None
-
-    def raw_hit(self, data: bytes) -> bool:
-        low = data.lower()
-        if self._re_raw is not None and self._re_raw.search(low) is not None:
-            return True
-        return any(r in low for r in self._raw_list)
-
-
-def _alt(items: set[str], binary: bool = False):
-    items = {i for i in items if i}
-    if not items:
-        return None
-    pat = "|".join(re.escape(i) for i in sorted(items, key=len, reverse=True))
-    return re.compile(pat.encode("latin-1", "replace") if binary else pat)
-
-
-def _original_dicom(path: Path, rules: _Rules, ids: Identifiers) -> bool:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception:
-        return False
-    if len(ds) == 0:
-        return False
-    _from_dataset(ds, rules, ids)
-    return True
-
-
-def identifiers_from_dataset(ds, options: tuple[str, ...] = ()) -> Identifiers:
-    """Identifying values of one original, already parsed dataset (call before changing it)."""
-    ids = Identifiers()
-    _from_dataset(ds, _rules(tuple(options)), ids)
-    return ids.finish()
-
-
-def _from_dataset(ds, rules: _Rules, ids: Identifiers) -> None:
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        if meta.get("MediaStorageSOPInstanceUID") and "retain-uids" not in rules.options:
-            ids.add_uid(str(meta.MediaStorageSOPInstanceUID))
-        if meta.get("SourceApplicationEntityTitle"):
-            ids.add_string(str(meta.SourceApplicationEntityTitle))
-    retain_uids = "retain-uids" in rules.options
-    full_dates = "retain-long-full-dates" in rules.options
-
-    def walk(d, depth: int) -> None:
-        for tag in list(d.keys()):
-            try:
-                vr = _vr(d, tag)
-                if vr == "SQ":
-                    for it in d[tag].value or []:
-                        walk(it, depth + 1)
-                    continue
-                if vr not in _STR_VRS:
-                    continue
-                vals = _strings(d, tag, vr)
-            except Exception:
-                continue
-            t = int(tag)
-            if tag.is_private:
-                if t & 0xFF00 == 0 or (t & 0xFFFF) <= 0xFF:
-                    continue  # private creator names are not identifiers
-                kept = bool(rules.safe)
-                code = "K" if kept else "X"
-            else:
-                code = rules.code(t)
-                if code is None:
-                    code = "K" if t in rules.allow_ctx else "X"
-            keep = code == "K" or (vr == "UI" and retain_uids) or (vr in ("DA", "DT") and full_dates)
-            if code == "C" and vr in TEXT:
-                # cleaned text may legitimately stay as it was when it held nothing identifying;
-                # its identifying parts are other attributes' values, searched for anyway
-                continue
-            for v in vals:
-                if keep:
-                    ids.kept.add(_compact(v))
-                elif vr == "PN":
-                    ids.add_name(v)
-                elif vr in ("DA", "DT"):
-                    ids.add_date(v)
-                elif vr == "UI":
-                    ids.add_uid(v)
-                elif vr in ("CS", "AS", "TM", "DS", "IS") or (tag.is_private and len(v.strip()) < 6):
-                    continue
-                else:
-                    ids.add_string(v)
-
-    walk(ds, 0)
-
-
-def _strings(d, tag, vr: str) -> list[str]:
-    """String values of an element. Undecoded (raw) elements are read straight from their bytes
-    as latin-1, which keeps every byte searchable whatever the character set and skips pydicom's
-    value conversion (the slow part of a scan)."""
-    raw = d.get_item(tag)
-    if getattr(raw, "value", None) is not None and isinstance(raw.value, bytes | bytearray):
-        text = bytes(raw.value).decode("latin-1").strip(" \x00")
-        return [v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")]
-    el = d[tag]
-    return [str(v) for v in (el.value if el.VM > 1 else [el.value]) if v not in (None, "")]
-
-
-def _original_json(path: Path, rules: _Rules, ids: Identifiers) -> None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except Exception:
-        return
-    if not isinstance(data, dict):
-        return
-    aliases = _data.bids_data()["aliases"]
-    by_kw = {r["keyword"]: r for r in _data.table_data()["rows"] if r["keyword"]}
-    for k, v in data.items():
-        kw = aliases.get(k, k)
-        r = by_kw.get(kw) if kw else None
-        if r is None or not isinstance(v, str):
-            continue
-        code = rules.codes[int(r["tag"], 16)][0]
-        if code == "K":
-            ids.kept.add(_compact(v))
-        elif r["vr"] == "PN":
-            ids.add_name(v)
-        elif r["vr"] in ("DA", "DT"):
-            ids.add_date(re.sub(r"[^0-9]", "", v))
-        elif r["vr"] == "UI":
-            ids.add_uid(v)
-        elif r["vr"] != "TM":
-            ids.add_string(v)
-
-
-def _original_nifti(path: Path, ids: Identifiers) -> None:
-    import nibabel as nib
-
-    try:
-        hdr = nib.load(path).header
-    except Exception:
-        return
-    for f in ("descrip", "aux_file", "intent_name", "db_name"):
-        if f in hdr:
-            raw = bytes(hdr[f].tobytes()).split(b"\x00")[0]
-            ids.add_string(raw.decode("latin-1"))
-
-
-def identifiers_from_files(paths, options: tuple[str, ...] = ()) -> Identifiers:
-    """Identifying values of the given original files (DICOM, JSON sidecars, NIfTI headers)."""
-    rules = _rules(tuple(options))
-    ids = Identifiers()
-    for p in paths:
-        p = Path(p)
-        name = p.name.lower()
-        if name.endswith(".json"):
-            _original_json(p, rules, ids)
-        elif name.endswith((".nii", ".nii.gz", ".hdr")):
-            _original_nifti(p, ids)
-        elif not name.endswith(".img"):
-            _original_dicom(p, rules, ids)
-    return ids.finish()
-
-
-_RULES: dict[tuple[str, ...], _Rules] = {}
-
-
-def _rules(options: tuple[str, ...]) -> _Rules:
-    if options not in _RULES:
-        _RULES[options] = _Rules(options)
-    return _RULES[options]
-
-
-# ------------------------------------------------------------------------ scanners
-
-
 def _t(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
-               ids: Identifiers | None = None) -> list[str]:
-    """Findings for one de-identified DICOM file, given as a path or its bytes (empty = clean)."""
-    import pydicom
-
-    rules = _rules(tuple(options))
-    out: list[str] = []
+def _parse_output(data: bytes):
+    """Parse an output without loading its pixel data (deferred: never read by the scan)."""
     import io
 
-    data = bytes(path) if isinstance(path, bytes | bytearray) else Path(path).read_bytes()
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:
-        return [f"pydicom cannot re-read the output ({type(exc).__name__})"]
-    retain_uids = "retain-uids" in options
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data), defer_size=1 << 16)
+
+
+def _header_bytes(ds, data: bytes) -> bytes:
+    """The output's bytes without the pixel data value (searched for identifiers)."""
+    raw = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
+    vt = getattr(raw, "value_tell", None)
+    if raw is None or vt is None or raw.length == 0xFFFFFFFF:
+        return data
+    return data[:vt] + data[vt + raw.length:]
+
+
+def _check_meta(ds, retain_uids: bool, out: list[str]) -> None:
     meta = ds.file_meta
     for el in meta:
         if int(el.tag) not in META_OK:
@@ -405,6 +89,9 @@ def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
         out.append("file meta (0002,0003): does not match SOPInstanceUID")
     if not retain_uids and not (msi.startswith("2.25.") or msi.startswith(STD_UID)):
         out.append("file meta (0002,0003): not a remapped UID")
+
+
+def _check_markers(ds, out: list[str]) -> None:
     if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
         out.append("(0012,0062): PatientIdentityRemoved is not YES")
     codes = [str(i.get("CodeValue", "")) for i in ds.get("DeidentificationMethodCodeSequence", [])]
@@ -416,73 +103,103 @@ def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
     elif not bia:
         sop = str(ds.get("SOPClassUID", ""))
         mod = str(ds.get("Modality", "")).upper()
-        if mod in ("US", "SC", "OT", "XC") or sop.startswith("1.2.840.10008.5.1.4.1.1.7") \
+        if mod in AT_RISK or sop.startswith("1.2.840.10008.5.1.4.1.1.7") \
                 or sop.startswith("1.2.840.10008.5.1.4.1.1.104."):
             out.append("(0028,0301): at-risk instance without BurnedInAnnotation")
+    if "IconImageSequence" in ds:
+        out.append("(0088,0200): icon image present (may show burned-in text)")
 
-    def check(d, depth: int, ctx: bool) -> None:
-        creators: dict[tuple[int, int], str] = {}
-        for tag in list(d.keys()):
-            t = int(tag)
-            where = f"{_t(t)} depth {depth}"
-            if not tag.is_private and t in rules.allow and t not in rules.codes:
-                rvr = _vr(d, tag)
-                if rvr != "SQ":  # allow-listed value: only searched, never decoded
-                    if ids and rvr in TEXT | {"PN", "DA", "DT", "UI"}:
-                        _search(d, tag, rvr, where, ids, out)
-                    continue
-            try:
-                el = d[tag]
-            except Exception:
-                out.append(f"{where}: undecodable element")
-                continue
-            vr = el.VR
-            if tag.is_private:
-                g, e = t >> 16, t & 0xFFFF
-                if not rules.safe:
-                    out.append(f"{where}: private element present")
-                    continue
-                if 0x10 <= e <= 0xFF:
-                    creators[(g, e)] = str(el.value).strip()
-                    continue
-                cr = creators.get((g, e >> 8)) or str(d.get((g << 16) | (e >> 8), "") and
-                                                      d[(g << 16) | (e >> 8)].value).strip()
-                if rules.safe.get((g, cr, e & 0xFF)) != "K":
-                    out.append(f"{where}: private element not marked safe in the dictionary")
-                    continue
-            elif (t >> 16) == 0x0002 or (t & 0xFFFF) == 0:
-                out.append(f"{where}: group-length or meta element in the dataset")
-                continue
-            else:
-                code = rules.code(t)
-                if code is None:
-                    if t not in rules.allow and not (ctx and t in rules.allow_ctx):
-                        if t not in (0x00120062, 0x00120063, 0x00120064, 0x00280303):
-                            out.append(f"{where}: attribute not in the table nor on the allow-list")
-                elif code == "X":
-                    out.append(f"{where}: present although the table says X")
-                    continue
-                else:
-                    _check_value(el, code, where, out, retain_uids)
-                if vr == "SQ":
-                    for it in el.value or []:
-                        check(it, depth + 1, ctx or code == "C")
-                    continue
-            if vr == "SQ":
-                for it in el.value or []:
-                    check(it, depth + 1, ctx)
-                continue
-            if ids and vr in TEXT | {"PN", "DA", "DT", "UI"}:
-                _search(d, tag, vr, where, ids, out)
 
-    check(ds, 0, False)
+def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
+               ids: Identifiers | None = None) -> list[str]:
+    """Findings for one de-identified DICOM file, given as a path or its bytes (empty = clean)."""
+    rules = _rules(tuple(options))
+    out: list[str] = []
+    data = bytes(path) if isinstance(path, bytes | bytearray) else Path(path).read_bytes()
+    try:
+        ds = _parse_output(data)
+    except Exception as exc:
+        return [f"pydicom cannot re-read the output ({type(exc).__name__})"]
+    retain_uids = "retain-uids" in options
+    _check_meta(ds, retain_uids, out)
+    _check_markers(ds, out)
+    _Walk(rules, ids, retain_uids, out).dataset(ds, 0, False)
     if ids:
-        for el in meta:
-            if el.VR in ("UI", "SH", "AE") and ids.hit(str(el.value)):
+        for el in ds.file_meta:
+            if el.VR in ("UI", "SH", "AE") and ids.hit(str(el.value), el.VR):
                 out.append(f"file meta {_t(int(el.tag))}: holds an original identifier")
-        if ids.raw_hit(data):
+        if ids.raw_hit(_header_bytes(ds, data)):
             out.append("raw bytes: an original identifier appears in the file")
     return out
+
+
+class _Walk:
+    """Every element at every depth: table code, allow-list, private dictionary, identifiers."""
+
+    def __init__(self, rules, ids, retain_uids: bool, out: list[str]):
+        self.rules, self.ids, self.retain_uids, self.out = rules, ids, retain_uids, out
+
+    def dataset(self, d, depth: int, ctx: bool) -> None:
+        creators: dict[tuple[int, int], str] = {}
+        for tag in list(d.keys()):
+            self.element(d, tag, depth, ctx, creators)
+
+    def element(self, d, tag, depth: int, ctx: bool, creators) -> None:
+        rules, out = self.rules, self.out
+        t = int(tag)
+        where = f"{_t(t)} depth {depth}"
+        if t == PIXEL_DATA:
+            return  # pixels: burned-in checks, never decoded here
+        if not tag.is_private and t in rules.allow and t not in rules.codes:
+            rvr = _vr(d, tag)
+            if rvr != "SQ":  # allow-listed value: only searched, never decoded
+                if self.ids and rvr in TEXT | {"PN", "DA", "DT", "UI"}:
+                    _search(d, tag, rvr, where, self.ids, out)
+                return
+        try:
+            el = d[tag]
+        except Exception:
+            out.append(f"{where}: undecodable element")
+            return
+        if tag.is_private:
+            if not self.private_ok(d, el, t, where, creators):
+                return
+        elif (t >> 16) == 0x0002 or (t & 0xFFFF) == 0:
+            out.append(f"{where}: group-length or meta element in the dataset")
+            return
+        else:
+            code = rules.code(t)
+            if code is None:
+                if t not in rules.allow and not (ctx and t in rules.allow_ctx) \
+                        and t not in MARKER_TAGS:
+                    out.append(f"{where}: attribute not in the table nor on the allow-list")
+            elif code == "X":
+                out.append(f"{where}: present although the table says X")
+                return
+            else:
+                _check_value(el, code, where, out, self.retain_uids)
+            ctx = ctx or code == "C"
+        if el.VR == "SQ":
+            for it in el.value or []:
+                self.dataset(it, depth + 1, ctx)
+        elif self.ids and el.VR in TEXT | {"PN", "DA", "DT", "UI"}:
+            _search(d, tag, el.VR, where, self.ids, out)
+
+    def private_ok(self, d, el, t: int, where: str, creators) -> bool:
+        """False when the private element is a finding (or a creator, recorded)."""
+        g, e = t >> 16, t & 0xFFFF
+        if not self.rules.safe:
+            self.out.append(f"{where}: private element present")
+            return False
+        if 0x10 <= e <= 0xFF:
+            creators[(g, e)] = str(el.value).strip()
+            return False
+        ctag = (g << 16) | (e >> 8)
+        cr = creators.get((g, e >> 8)) or (str(d[ctag].value).strip() if ctag in d else "")
+        if self.rules.safe.get((g, cr, e & 0xFF)) != "K":
+            self.out.append(f"{where}: private element not marked safe in the dictionary")
+            return False
+        return True
 
 
 def _search(d, tag, vr: str, where: str, ids: Identifiers, out: list[str]) -> None:
@@ -491,7 +208,7 @@ def _search(d, tag, vr: str, where: str, ids: Identifiers, out: list[str]) -> No
     except Exception:
         return
     for v in vals:
-        kind = ids.hit(v)
+        kind = ids.hit(v, vr)
         if kind:
             out.append(f"{where}: holds an original {kind}")
             return
@@ -600,6 +317,56 @@ def verify(dst: str | Path, original: str | Path | None = None,
         return _verify(Path(dst), original, tuple(sorted(set(options))))
 
 
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[-._ ][0-9]+){0,2}(?![0-9])")
+
+
+def _is_date(y: int, m: int, d: int) -> bool:
+    import datetime
+
+    try:
+        datetime.date(y, m, d)
+    except ValueError:
+        return False
+    return 1900 <= y <= 2099
+
+
+def holds_date(stem: str) -> bool:
+    """Does a name hold a calendar date in any common written form (verifier's own parser)?"""
+    for m in _DIGIT_RUN.finditer(stem):
+        groups = re.split(r"[-._ ]", m.group(0))
+        lens = tuple(len(g) for g in groups)
+        g = [int(x) for x in groups]
+        if lens == (8,):
+            x = groups[0]
+            cands = [(int(x[:4]), int(x[4:6]), int(x[6:])), (int(x[4:]), int(x[2:4]), int(x[:2])),
+                     (int(x[4:]), int(x[:2]), int(x[2:4]))]
+        elif lens == (4, 2, 2):
+            cands = [(g[0], g[1], g[2])]
+        elif lens in ((2, 2, 4), (1, 1, 4), (2, 1, 4), (1, 2, 4)):
+            cands = [(g[2], g[1], g[0]), (g[2], g[0], g[1])]
+        elif lens == (2, 2, 2):
+            cands = [(2000 + g[2], g[1], g[0]), (2000 + g[2], g[0], g[1])]
+        else:
+            continue
+        if any(_is_date(*c) for c in cands):
+            return True
+    return False
+
+
+def path_findings(rel: Path, ids: Identifiers | None) -> list[str]:
+    """Dates (always), original identifiers and initials (with originals) in path components."""
+    out = []
+    for part in rel.parts:
+        stem = re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]{1,6})$", "", part)
+        if holds_date(stem):
+            out.append("file or folder name holds a date")
+        if ids and ids.hit(stem.replace("_", " ").replace("-", " ")):
+            out.append("file or folder name holds an original identifier")
+        if ids and ids.initials_hit(stem):
+            out.append("file or folder name holds an original's initials")
+    return sorted(set(out))
+
+
 def _verify(dst: Path, original, options: tuple[str, ...]) -> VerifyReport:
     ids = None
     if original is not None:
@@ -625,11 +392,6 @@ def _verify(dst: Path, original, options: tuple[str, ...]) -> VerifyReport:
             found = scan_json(p, options, ids)
         else:
             found = scan_dicom(p, options, ids)
-        if ids:
-            for part in rel.parts:
-                stem = re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]{1,6})$", "", part)
-                if ids.hit(stem.replace("_", " ").replace("-", " ")):
-                    found.append("file or folder name holds an original identifier")
-                    break
+        found += path_findings(rel, ids)
         rep.findings.extend(f"{rel}: {f}" for f in found)
     return rep
