@@ -132,7 +132,7 @@ def classify(word: Word, terms: PixelTerms) -> str | None:
             return "identifier"
     if word.conf < UNSURE_CONF and len(n) >= 4:
         digits = sum(c.isdigit() for c in n)
-        if digits >= 4 or any(len(t) >= 4 and _close(n[: len(t)], t) for t in terms.tokens):
+        if (digits >= 4 and ":" not in raw) or any(len(t) >= 4 and _close(n[: len(t)], t) for t in terms.tokens):
             return "unsure"
     return None
 
@@ -185,6 +185,49 @@ def _in_zone(w: Word, zones: Iterable[tuple[float, float, float, float]], shape)
     return any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in zones)
 
 
+def _box(w: Word, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """The word's box padded: PAD pixels, and half a character height sideways (OCR boxes often
+    cut the first or last glyph of a word)."""
+    side = PAD + w.h // 2
+    return (max(w.x - side, 0), max(w.y - PAD, 0), min(w.x + w.w + side, cols),
+            min(w.y + w.h + PAD, rows))
+
+
+def _overlap(w: Word, boxes: list[tuple[int, int, int, int]]) -> float:
+    """Fraction of ``w``'s box covered by the union-free sum of ``boxes`` (capped at 1)."""
+    area = max(w.w * w.h, 1)
+    cov = 0
+    for x0, y0, x1, y1 in boxes:
+        ix = max(0, min(w.x + w.w, x1) - max(w.x, x0))
+        iy = max(0, min(w.y + w.h, y1) - max(w.y, y0))
+        cov += ix * iy
+    return min(1.0, cov / area)
+
+
+def _decide(frame: np.ndarray, words: list[Word], terms: PixelTerms, zones, shape,
+            res: Redaction) -> tuple[list[tuple[int, int, int, int]], list[Word]]:
+    """(boxes to blank, unsure words not covered by them) for one frame."""
+    rows, cols = shape
+    boxes, unsure = [], []
+    for w in words:
+        res.words += 1
+        kind = classify(w, terms)
+        if kind == "unsure":  # a second, closer look at this word alone
+            again = reread(frame, w)
+            if again is not None and again.conf >= UNSURE_CONF:
+                kind = classify(again, terms)
+        if kind is None and zones and _norm(w.text) and _in_zone(w, zones, (rows, cols)):
+            kind = "identifier"
+            res.zone_hits += 1
+        if kind == "unsure":
+            unsure.append(w)
+        elif kind is not None:
+            boxes.append(_box(w, rows, cols))
+    # the two readings of a frame overlap: an unsure word inside blanked boxes is resolved
+    unsure = [w for w in unsure if _overlap(w, boxes) < 0.5]
+    return boxes, unsure
+
+
 def redact_frames(ds, arr: np.ndarray, terms: PixelTerms, zones=(), blank_unsure: bool = False,
                   threads: int = 2) -> Redaction:
     """OCR every frame of ``arr`` (frames first) and blank identifying words in place."""
@@ -199,24 +242,11 @@ def redact_frames(ds, arr: np.ndarray, terms: PixelTerms, zones=(), blank_unsure
     fill = background(ds, arr)
     rows, cols = arr.shape[1:3]
     for fi, k in enumerate(keys):
-        for w in found[k]:
-            res.words += 1
-            kind = classify(w, terms)
-            if kind == "unsure":  # a second, closer look at this word alone
-                again = reread(shown[fi], w)
-                if again is not None and again.conf >= UNSURE_CONF:
-                    kind = classify(again, terms)
-            if kind is None and zones and _norm(w.text) and _in_zone(w, zones, (rows, cols)):
-                kind = "identifier"
-                res.zone_hits += 1
-            if kind == "unsure":
-                res.unsure += 1
-                if not blank_unsure:
-                    continue
-            if kind is None:
-                continue
-            y0, y1 = max(w.y - PAD, 0), min(w.y + w.h + PAD, rows)
-            x0, x1 = max(w.x - PAD, 0), min(w.x + w.w + PAD, cols)
+        boxes, unsure = _decide(shown[fi], found[k], terms, zones, (rows, cols), res)
+        res.unsure += len(unsure)
+        if blank_unsure:
+            boxes += [_box(w, rows, cols) for w in unsure]
+        for x0, y0, x1, y1 in boxes:
             arr[fi, y0:y1, x0:x1, ...] = fill
-            res.blanked += 1
+        res.blanked += len(boxes)
     return res

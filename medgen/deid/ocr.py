@@ -59,8 +59,8 @@ def engine_version() -> str:
 def prepare(frame: np.ndarray) -> tuple[np.ndarray, float]:
     """Grey uint8, dark text on light background, upscaled; returns (image, scale)."""
     a = np.asarray(frame)
-    if a.ndim == 3:  # RGB (or YBR decoded to RGB): luminance; coloured text stays visible
-        a = a[..., :3].max(axis=-1)
+    if a.ndim == 3:  # RGB: the darkest channel keeps white/grey text, drops colour flow maps
+        a = a[..., :3].min(axis=-1)
     a = a.astype(np.float32)
     lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
@@ -115,10 +115,31 @@ def _run(img: np.ndarray, scale: float, psm: str, timeout: float) -> list[Word]:
     return parse_tsv(proc.stdout.decode("utf-8", "replace"), scale)
 
 
+def bright_mask(frame: np.ndarray) -> np.ndarray | None:
+    """Scanner annotations are drawn in the brightest grey/white: keep only pixels above 70% of
+    the range in every channel (black text on white for Tesseract); None for flat images."""
+    a = np.asarray(frame)
+    if a.ndim == 3:
+        a = a[..., :3].min(axis=-1)
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return None
+    b = np.where(a >= lo + 0.7 * (hi - lo), 0, 255).astype(np.uint8)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(b).resize((b.shape[1] * 2, b.shape[0] * 2), Image.NEAREST))
+
+
 def read_words(frame: np.ndarray, timeout: float = 60.0) -> list[Word]:
-    """Every word Tesseract finds in one frame (sparse-text page segmentation, ``--psm 11``)."""
+    """Every word Tesseract finds in one frame (sparse-text page segmentation, ``--psm 11``), in
+    two readings: the frame in grey (dark or light text anywhere) and its brightest pixels
+    alone (white annotations over busy image content, e.g. colour Doppler)."""
     img, scale = prepare(frame)
-    return _run(img, scale, "11", timeout)
+    words = _run(img, scale, "11", timeout)
+    mask = bright_mask(frame)
+    if mask is not None:
+        words += _run(mask, 2.0, "11", timeout)
+    return words
 
 
 def read_line(crop: np.ndarray, timeout: float = 30.0) -> list[Word]:
