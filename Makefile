@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.*
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=1
 
-.PHONY: install dev demo test test-all bench lint clean
+.PHONY: install dev demo test test-all bench lint clean sysdeps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,21 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
+# System packages the tests use: Tesseract OCR (burned-in text in `medgen deid`). Installed with
+# apt-get when missing and allowed (root, e.g. CI); otherwise a note, and those tests skip.
+sysdeps:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr; \
+	  else echo "note: tesseract-ocr missing (sudo apt-get install tesseract-ocr)"; fi; }
+
 demo: install
 	$(VENV)/bin/medgen demo
 
-test: dev
+test: dev sysdeps
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
 
-test-all: dev
+test-all: dev sysdeps
 	$(PY) -m pytest -q tests
 
 bench: dev

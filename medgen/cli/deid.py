@@ -115,6 +115,8 @@ def verify_cmd(
     option: list[str] = typer.Option(None, "--option", "-o", help="Options the outputs were made "
                                      "with (default: read from DST/_deid/audit.jsonl)."),
     max_show: int = typer.Option(50, "--max-show", help="Findings to print."),
+    pixels: bool = typer.Option(False, "--pixels", help="Also read burned-in text of at-risk "
+                                "images (US, SC, ...) with OCR and report dates or identifiers."),
 ) -> None:
     """Independent scan of DST. Exit 0: no findings; 1: findings; 2: usage error."""
     from medgen.deid import verify
@@ -133,7 +135,7 @@ def verify_cmd(
         opts = check_options(opts)
     except MedgenError as exc:
         _fail(exc)
-    rep = verify(dst, original=original, options=opts)
+    rep = verify(dst, original=original, options=opts, pixels=pixels)
     for f in rep.findings[:max_show]:
         typer.echo(f"finding: {f}")
     if len(rep.findings) > max_show:

@@ -34,11 +34,11 @@ def deidentify(src, dst, *, key, options=(), workers: int = 1, pixel_rules=None,
                 blank_unsure=blank_unsure)
 
 
-def verify(dst, original=None, options=()) -> VerifyReport:
+def verify(dst, original=None, options=(), pixels: bool = False) -> VerifyReport:
     """Independent scan of ``dst``; see :func:`medgen.deid.verifier.verify`."""
     from medgen.deid.verifier import verify as _verify
 
-    return _verify(dst, original=original, options=options)
+    return _verify(dst, original=original, options=options, pixels=pixels)
 
 
 def option_names() -> list[str]:

@@ -108,6 +108,34 @@ def _check_markers(ds, out: list[str]) -> None:
             out.append("(0028,0301): at-risk instance without BurnedInAnnotation")
     if "IconImageSequence" in ds:
         out.append("(0088,0200): icon image present (may show burned-in text)")
+    _check_pixel_length(ds, out)
+
+
+def _check_pixel_length(ds, out: list[str]) -> None:
+    """Native pixel data must hold every frame the header describes (a truncated input must
+    never pass as a whole output); read from the element's length, never decoded."""
+    raw = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
+    if raw is None:
+        return
+    length = getattr(raw, "length", None)  # a raw (possibly deferred) element
+    if length is None:  # already a DataElement
+        if getattr(raw, "is_undefined_length", False) or raw.value is None:
+            return
+        length = len(raw.value)
+    if length == 0xFFFFFFFF:
+        return
+    try:
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) \
+            * int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except Exception:
+        out.append("(7FE0,0010): pixel description missing or unreadable")
+        return
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "YBR_FULL_422":
+        n = n * 2 // 3
+    need = (n + 7) // 8 if bits == 1 else n * (bits // 8)
+    if length < need:
+        out.append("(7FE0,0010): pixel data shorter than its header describes")
 
 
 def scan_dicom(path: str | Path | bytes, options: tuple[str, ...] = (),
@@ -304,7 +332,7 @@ class VerifyReport:
 
 
 def verify(dst: str | Path, original: str | Path | None = None,
-           options: tuple[str, ...] | list[str] = ()) -> VerifyReport:
+           options: tuple[str, ...] | list[str] = (), pixels: bool = False) -> VerifyReport:
     """Scan every output under ``dst``; with ``original``, search for the originals' identifiers.
 
     Parameters
@@ -312,9 +340,10 @@ def verify(dst: str | Path, original: str | Path | None = None,
     dst : output folder (or one file) written by ``medgen deid``.
     original : the input folder (or file); enables the identifier search and file-name check.
     options : the de-identification options the outputs were made with.
+    pixels : also OCR at-risk images (US, SC, ...) for burned-in dates and identifiers (slow).
     """
     with quiet_pydicom():
-        return _verify(Path(dst), original, tuple(sorted(set(options))))
+        return _verify(Path(dst), original, tuple(sorted(set(options))), pixels)
 
 
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[-._ ][0-9]+){0,2}(?![0-9])")
@@ -353,6 +382,43 @@ def holds_date(stem: str) -> bool:
     return False
 
 
+def pixel_findings(path: Path, ids: Identifiers | None) -> list[str]:
+    """OCR the frames of an at-risk output and look for dates and the originals' identifiers in
+    the words it reads (``verify(pixels=True)``; the verifier's own decision, not the engine's)."""
+    import pydicom
+
+    from medgen.deid import ocr
+
+    ds = pydicom.dcmread(path)
+    mod = str(ds.get("Modality", "")).upper()
+    if "PixelData" not in ds or (mod not in AT_RISK and str(ds.get("BurnedInAnnotation", ""))
+                                 .upper() != "YES" and not str(ds.SOPClassUID).startswith(
+                                     "1.2.840.10008.5.1.4.1.1.7")):
+        return []
+    try:
+        arr = ds.pixel_array
+    except Exception:
+        return ["(7FE0,0010): pixel data cannot be decoded"]
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    frames = arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None]
+    out = []
+    for i, f in enumerate(frames):
+        try:
+            words = ocr.read_words(f)
+        except ocr.OcrUnavailable as exc:
+            return [f"pixels: cannot be checked ({exc})"]
+        for w in words:
+            if w.conf < 50 or len(w.text) < 3:
+                continue
+            if holds_date(w.text) or (ids and ids.hit(w.text)):
+                out.append(f"pixels frame {i + 1}: burned-in text holds a date or identifier")
+                break
+    return out
+
+
 def path_findings(rel: Path, ids: Identifiers | None) -> list[str]:
     """Dates (always), original identifiers and initials (with originals) in path components."""
     out = []
@@ -367,7 +433,7 @@ def path_findings(rel: Path, ids: Identifiers | None) -> list[str]:
     return sorted(set(out))
 
 
-def _verify(dst: Path, original, options: tuple[str, ...]) -> VerifyReport:
+def _verify(dst: Path, original, options: tuple[str, ...], pixels: bool = False) -> VerifyReport:
     ids = None
     if original is not None:
         o = Path(original)
@@ -392,6 +458,8 @@ def _verify(dst: Path, original, options: tuple[str, ...]) -> VerifyReport:
             found = scan_json(p, options, ids)
         else:
             found = scan_dicom(p, options, ids)
+            if pixels and not found:
+                found = pixel_findings(p, ids)
         found += path_findings(rel, ids)
         rep.findings.extend(f"{rel}: {f}" for f in found)
     return rep
