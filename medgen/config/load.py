@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from medgen.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("medgen.config")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -45,13 +48,19 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``--set`` items to a nested dict (copying it). Creates intermediate mappings."""
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None,
+                    rename: Callable[[list[str]], list[str]] | None = None) -> dict[str, Any]:
+    """Apply ``--set`` items to a nested dict (copying it). Creates intermediate mappings.
+
+    ``rename`` maps a key path first (deprecated keys of an older config version).
+    """
     import copy
 
     out = copy.deepcopy(data)
     for item in overrides or []:
         parts, value = parse_set(item)
+        if rename is not None:
+            parts = rename(parts)
         node = out
         for i, p in enumerate(parts):
             last = i == len(parts) - 1
@@ -75,17 +84,42 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return out
 
 
-def load_config(model_cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
-                data: dict[str, Any] | None = None) -> M:
-    """Load YAML (or ``data``), apply overrides, validate. Errors are one-line ConfigErrors."""
-    from medgen.config.base import format_validation_error
+def load_raw(model_cls, path: str | Path | None = None, overrides: list[str] | None = None,
+             data: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The mapping :func:`load_config` validates (file or ``data``, upgraded to the current
+    config version, overrides applied) and the deprecation notes that produced."""
+    from medgen.config.versions import upgrade, upgrade_key
 
     raw = dict(data or {})
     source = None
     if path is not None:
         raw = load_yaml(path)
         source = Path(path).name
-    raw = apply_overrides(raw, overrides)
+    raw, notes = upgrade(model_cls, raw, source)
+
+    def rename(parts: list[str]) -> list[str]:
+        new, note = upgrade_key(model_cls, parts)
+        if note:
+            notes.append(note)
+        return new
+
+    raw = apply_overrides(raw, overrides, rename)
+    return raw, notes
+
+
+def load_config(model_cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
+                data: dict[str, Any] | None = None) -> M:
+    """Load YAML (or ``data``), upgrade an older config version, apply overrides, validate.
+
+    Errors are one-line ConfigErrors naming the key; deprecation notes (an older version, an
+    old ``--set`` key) are logged as one warning line each on the ``medgen.config`` logger.
+    """
+    from medgen.config.base import format_validation_error
+
+    raw, notes = load_raw(model_cls, path, overrides, data)
+    for note in notes:
+        log.warning("%s", note)
+    source = Path(path).name if path is not None else None
     try:
         return model_cls.model_validate(raw)
     except ValidationError as err:

@@ -77,8 +77,7 @@ def volume_dataset(cfg: TrainConfig, manifest: Manifest, records: list[Record]):
     from monai.data import CacheDataset, Dataset, PersistentDataset
     from monai.transforms import Compose
 
-    synth = getattr(cfg, "synth", None)
-    label_key = synth.label_map_key if synth is not None and synth.label_channels else None
+    label_key = cfg.task.data_label_key()
     tf = Compose([LoadRecordd(manifest, cfg.data.allow_uneven, label_key), intensity_transform(cfg)])
     items = [{"record": r.id} for r in records]
     if cfg.data.cache == "memory":
@@ -108,10 +107,10 @@ class PatchSampler:
             raise ConfigError("data", f"no volumes in split '{cfg.data.train_split}'")
         self.dims = cfg.model.spatial_dims
         self.patch = list(cfg.data.patch_size)
-        self.preset = cfg.degradation.preset
+        self.preset = cfg.task.degradation
         self._degrade = load_preset(self.preset, keys="noisy", source_key="image") if self.preset else None
-        # CT presets simulate dose in HU: degrade in physical units, then normalise again
-        self._physical = bool(self._degrade is not None and self._degrade.preset.modality == "CT")
+        # presets in HU (CT dose simulation): degrade in physical units, then normalise again
+        self._physical = bool(self._degrade is not None and self._degrade.preset.units == "HU")
         self._fg_cache: dict[int, np.ndarray] = {}  # dataset index -> foreground voxel indices
 
     def _apply(self, img: torch.Tensor, norm: dict | None, seed: int) -> tuple[torch.Tensor, list]:

@@ -108,7 +108,7 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 class Trainer:
-    """Owns what every task shares; the task (``cfg.task``) owns models, losses and metrics."""
+    """Owns what every task shares; the task (``cfg.task.name``) owns models, losses and metrics."""
 
     def __init__(self, cfg: TrainConfig, *, run_name: str | None = None, resume: bool = False,
                  quiet: bool = False, progress: Callable | None = None):
@@ -146,7 +146,7 @@ class Trainer:
         self.elapsed_before = 0.0  # seconds trained by earlier invocations (time budgets span resumes)
         self._t_start: float | None = None
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-        self.task = TASKS.get(cfg.task)(self)
+        self.task = TASKS.get(cfg.task.name)(self)
         self.task.build()
         self.model = self.task.model
         self._wrapped: dict[int, torch.nn.Module] = {}
@@ -271,7 +271,7 @@ class Trainer:
                 run.log_config(cfg)
                 run.log_manifest(self.manifest.digest, role="train")
                 run.log_lineage({"seed": cfg.seed})
-                run.set_tags({"medgen.task": cfg.task, "medgen.mode": cfg.mode,
+                run.set_tags({"medgen.task": str(cfg.task.name), **cfg.task.tags(),
                               "medgen.model": cfg.model.name, "medgen.resumed": "false"})
             elif run is not None:
                 run.set_tags({"medgen.resumed": "true", "medgen.resumed_at_step": self.step})

@@ -12,28 +12,27 @@ Quick use::
 See ``docs/transforms.md`` for the degradations, their parameters and references.
 """
 
-from medgen.transforms.degradations import (
-    DEGRADATIONS,
-    RECORD_KEY,
-    Degradationd,
-    DegradationSpec,
-    EncodeRecordsd,
-    RandDegradationd,
-    describe,
-    records_of,
-    replay,
-    sample_params,
-)
-from medgen.transforms.functional import apply_geometry, geometry_matrix
-from medgen.transforms.intensity import NORM_KEY, NormalizeIntensityd, denormalize, normalize
-from medgen.transforms.presets import (
-    PresetConfig,
-    build_pipeline,
-    load_preset,
-    preset_names,
-    preset_path,
-    presets_dir,
-)
+# Lazy: configs validate presets through ``medgen.transforms.presets``/``catalog`` without torch
+# or MONAI; the transforms themselves import them on first use (as ``medgen.models`` does).
+_LAZY = {
+    **dict.fromkeys(["DEGRADATIONS", "RECORD_KEY", "Degradationd", "DegradationSpec",
+                     "EncodeRecordsd", "RandDegradationd", "describe", "records_of", "replay",
+                     "sample_params"], "medgen.transforms.degradations"),
+    **dict.fromkeys(["apply_geometry", "geometry_matrix"], "medgen.transforms.functional"),
+    **dict.fromkeys(["NORM_KEY", "NormalizeIntensityd", "denormalize", "normalize"],
+                    "medgen.transforms.intensity"),
+    **dict.fromkeys(["PresetConfig", "build_pipeline", "load_preset", "preset_names",
+                     "preset_path", "presets_dir"], "medgen.transforms.presets"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medgen.transforms' has no attribute '{name}'")
+
 
 __all__ = [
     "DEGRADATIONS",

@@ -224,46 +224,20 @@ def _truncation_resolve(r, t, meta, rng):
 
 
 def _register_builtins() -> None:
-    specs = [
-        DegradationSpec("gaussian", Fn.gaussian_noise, {"sigma": 0.05, "relative": False},
-                        _noise_resolve, "any",
-                        "additive Gaussian noise (MONAI RandGaussianNoise, fixed std + seed)"),
-        DegradationSpec("rician", Fn.rician_noise, {"sigma": 0.05, "relative": False},
-                        _noise_resolve, "MR",
-                        "Rician noise of MR magnitude images (MONAI RandRicianNoise, fixed std + seed)"),
-        DegradationSpec("ct_lowdose", Fn.ct_lowdose,
-                        {"dose": 0.25, "i0": 1.0e5, "electronic_sigma": 0.0, "pixel_mm": None,
-                         "n_angles": 0, "slice_axis": -1, "mode": "simulate",
-                         "projection_scale": 1},
-                        _ct_resolve, "CT",
-                        "low-dose CT: Poisson(+Gaussian) counts on a parallel-beam projection, FBP"),
-        DegradationSpec("kspace_spike", Fn.kspace_spike, {"intensity": [0.95, 1.10]},
-                        _spike_resolve, "MR",
-                        "k-space spike / herringbone (MONAI KSpaceSpikeNoise)"),
-        DegradationSpec("gibbs", Fn.gibbs, {"alpha": [0.3, 0.6]}, None, "MR",
-                        "Gibbs ringing (MONAI GibbsNoise)"),
-        DegradationSpec("motion", Fn.motion,
-                        {"n_movements": 1, "max_rotation_deg": 3.0, "max_translation_vox": 3.0,
-                         "pe_axis": 0},
-                        _motion_resolve, "MR",
-                        "rigid motion between k-space phase-encode lines"),
-        DegradationSpec("ghosting", Fn.ghosting,
-                        {"num_ghosts": [2, 6], "intensity": [0.3, 0.8], "pe_axis": 0,
-                         "restore": 0.02},
-                        None, "MR", "periodic k-space line modulation along phase-encode"),
-        DegradationSpec("bias_field", Fn.bias_field, {"degree": 3, "coeff_range": [-0.3, 0.3]},
-                        _bias_resolve, "MR", "smooth multiplicative Legendre bias field",
-                        ("coeff_range",)),
-        DegradationSpec("thick_slice", Fn.thick_slice,
-                        {"factor": 2.0, "axis": -1, "profile": "gaussian", "resample": "thick"},
-                        None, "any", "slice-profile averaging then resampling to thick slices"),
-        DegradationSpec("kspace_truncation", Fn.kspace_truncation,
-                        {"factor": 2.0, "axes": None, "mode": "zerofill"},
-                        _truncation_resolve, "MR", "in-plane k-space truncation (MR low resolution)",
-                        ("axes",)),
-    ]
-    for s in specs:
-        DEGRADATIONS.register(s.name, s, overwrite=True)
+    """The built-ins: parameters from the torch-free catalogue, functions from here."""
+    from medgen.transforms.catalog import CATALOG
+
+    fns = {"gaussian": (Fn.gaussian_noise, _noise_resolve), "rician": (Fn.rician_noise, _noise_resolve),
+           "ct_lowdose": (Fn.ct_lowdose, _ct_resolve), "kspace_spike": (Fn.kspace_spike, _spike_resolve),
+           "gibbs": (Fn.gibbs, None), "motion": (Fn.motion, _motion_resolve),
+           "ghosting": (Fn.ghosting, None), "bias_field": (Fn.bias_field, _bias_resolve),
+           "thick_slice": (Fn.thick_slice, None),
+           "kspace_truncation": (Fn.kspace_truncation, _truncation_resolve)}
+    for name, info in CATALOG.items():
+        fn, resolve = fns[name]
+        DEGRADATIONS.register(str(name), DegradationSpec(
+            str(name), fn, dict(info.defaults), resolve, info.modality, info.description,
+            info.list_params), overwrite=True)
 
 
 _register_builtins()

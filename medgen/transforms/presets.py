@@ -19,17 +19,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from medgen.config import StrictModel, load_config
+from medgen.config.fields import choice
+from medgen.config.supported import NoiseUnits, PresetModality
 from medgen.errors import ConfigError
 from medgen.registry import suggest
+from medgen.transforms.catalog import CATALOG, PLAUSIBLE_SIGMA, DegradationInfo
 
-__all__ = ["DegradationItem", "OneOfItem", "PresetConfig", "load_preset", "preset_names",
-           "presets_dir",
-           "build_pipeline", "preset_path"]
+__all__ = ["DegradationItem", "OneOfItem", "PresetConfig", "PresetRef", "check_preset",
+           "load_preset", "preset_names", "presets_dir", "build_pipeline", "preset_path"]
+
+
+def _info(name: str) -> DegradationInfo:
+    """Catalogue entry of a built-in, or the registry's entry of a plugin (imports torch)."""
+    if name in CATALOG:
+        return CATALOG[name]
+    from medgen.transforms.degradations import DEGRADATIONS
+
+    spec = DEGRADATIONS.get(name)  # "did you mean" ConfigError for unknown names
+    return DegradationInfo(spec.name, dict(spec.defaults), spec.modality, spec.description,
+                           spec.list_params)
+
+
+def _is_plugin(name: str) -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.name == name for ep in entry_points(group="medgen.degradations"))
 
 
 class DegradationItem(StrictModel):
@@ -40,23 +59,36 @@ class DegradationItem(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from medgen.transforms.degradations import DEGRADATIONS
-
-        if v not in DEGRADATIONS.names():
-            raise ValueError(f"unknown degradation '{v}'{suggest(v, DEGRADATIONS.names())}; "
-                             f"known: {', '.join(DEGRADATIONS.names())}")
+        if v not in CATALOG and not _is_plugin(v):
+            names = sorted(CATALOG)
+            raise ValueError(f"unknown degradation '{v}'{suggest(v, names)}; known: {', '.join(names)}")
         return v
 
     @model_validator(mode="after")
     def _params_known(self):
-        from medgen.transforms.degradations import DEGRADATIONS
-
-        spec = DEGRADATIONS.get(self.name)
-        for k in self.params:
-            if k not in spec.defaults:
+        info = _info(self.name)
+        for k, v in list(self.params.items()):
+            if k not in info.defaults:
                 raise ValueError(f"degradation '{self.name}' has no parameter '{k}'"
-                                 f"{suggest(k, spec.defaults)}")
+                                 f"{suggest(k, info.defaults)}; known: {', '.join(info.defaults)}")
+            if k in info.choices and isinstance(v, str):
+                canon = info.aliases.get(k, {}).get(v.lower(), v)
+                if canon not in info.choices[k]:
+                    raise ValueError(f"degradation '{self.name}': {k} '{v}' is not one of "
+                                     f"{', '.join(info.choices[k])}{suggest(v, info.choices[k])}")
+                self.params[k] = canon  # an alias never reaches the transform
         return self
+
+    def noise_levels(self) -> list[float]:
+        """The noise standard deviations this item can draw (range ends, choices), or []."""
+        info = _info(self.name)
+        if info.noise_param is None or self.params.get("relative"):
+            return []
+        v = self.params.get(info.noise_param, info.defaults[info.noise_param])
+        if isinstance(v, dict):
+            v = v.get("choice", v.get("uniform", []))
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        return [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
 
 
 class OneOfItem(StrictModel):
@@ -83,16 +115,87 @@ class OneOfItem(StrictModel):
 
 
 class PresetConfig(StrictModel):
+    """A degradation preset file.
+
+    ``units`` says what noise levels (``sigma``) mean: ``window`` - a fraction of the normalised
+    intensity window (the image as the model sees it, 0..1); ``HU`` - Hounsfield units, the
+    preset then runs on the CT image in HU, before normalisation. Default: ``HU`` when the preset
+    holds a degradation that only works in HU (``ct_lowdose``), else ``window``. A noise level
+    implausible for its units (a 0.03 HU "noise", a sigma of 20 window widths) is refused.
+    """
+
     description: str = ""
-    modality: str = "any"
+    modality: choice(PresetModality, "modality") = PresetModality.ANY
+    units: choice(NoiseUnits, "noise units") | None = None
     degradations: list[DegradationItem | OneOfItem] = Field(default_factory=list)
+
+    def items(self) -> list[DegradationItem]:
+        """Every degradation item, members of ``one_of`` groups included."""
+        out: list[DegradationItem] = []
+        for d in self.degradations:
+            out += list(d.one_of) if isinstance(d, OneOfItem) else [d]
+        return out
 
     def names(self) -> set[str]:
         """Every degradation this preset may apply (members of ``one_of`` groups included)."""
-        out: set[str] = set()
-        for d in self.degradations:
-            out |= {i.name for i in d.one_of} if isinstance(d, OneOfItem) else {d.name}
-        return out
+        return {i.name for i in self.items()}
+
+    @model_validator(mode="after")
+    def _units(self):
+        fixed = {i.name: _info(i.name).units for i in self.items() if _info(i.name).units}
+        if fixed:
+            name, unit = next(iter(fixed.items()))
+            if self.units not in (None, unit):
+                raise ValueError(f"units: {self.units} does not fit '{name}', which works in {unit}")
+            self.__dict__["units"] = unit  # no re-validation (validate_assignment would recurse)
+        elif self.units is None:
+            self.__dict__["units"] = NoiseUnits.WINDOW
+        if self.units == NoiseUnits.HU and self.modality != PresetModality.CT:
+            raise ValueError(f"units: HU are CT's (modality is {self.modality}); set modality: CT "
+                             "or give noise as a fraction of the intensity window (units: window)")
+        lo, hi = PLAUSIBLE_SIGMA[self.units]
+        other = NoiseUnits.WINDOW if self.units == NoiseUnits.HU else NoiseUnits.HU
+        for i in self.items():
+            levels = [abs(x) for x in i.noise_levels()]
+            top = max(levels, default=None)
+            if top is not None and not lo <= top <= hi:
+                unit = "HU" if self.units == NoiseUnits.HU else "of the intensity window"
+                raise ValueError(
+                    f"'{i.name}' sigma up to {top:g} {unit} is implausible for units: "
+                    f"{self.units} (plausible: {lo:g}-{hi:g}); with units: {other} it would mean "
+                    f"{'a fraction of the intensity window' if other == NoiseUnits.WINDOW else 'HU'}")
+        return self
+
+
+_CHECKED: dict[tuple[str, int], PresetConfig] = {}
+
+
+def check_preset(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> PresetConfig:
+    """Resolve and validate a preset without building it (no torch, no MONAI).
+
+    Validated files are remembered by path and modification time (a config names the same
+    preset in several checks)."""
+    path = preset_path(name_or_path)
+    if overrides:
+        return load_config(PresetConfig, path, overrides)
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _CHECKED:
+        _CHECKED[key] = load_config(PresetConfig, path)
+    return _CHECKED[key].model_copy(deep=True)
+
+
+def _check_ref(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        check_preset(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
+#: A config field naming a preset (or a preset YAML path), validated when the config loads.
+PresetRef = Annotated[str, AfterValidator(_check_ref)]
 
 
 def presets_dir() -> Path:

@@ -30,7 +30,7 @@ def sr_manifest(tmp_path_factory):
 
 
 def make_sr_config(manifest, out, *, dims: int = 3, factors=(1, 1, 2), **over):
-    """A tiny ``task: sr`` TrainConfig (seconds on CPU); ``over`` are ``--set`` items."""
+    """A tiny ``task: {name: sr}`` TrainConfig (seconds on CPU); ``over`` are ``--set`` items."""
     from medgen.config import load_config
     from medgen.train.config import TrainConfig
 
@@ -40,18 +40,17 @@ def make_sr_config(manifest, out, *, dims: int = 3, factors=(1, 1, 2), **over):
     else:  # 2D model on planes (i, k): slices across j
         model_f, patch, extra = [factors[0], factors[2]], [16, 16], {"slice_axis": 1}
     data = {
-        "version": 1, "task": "sr", "seed": 0, "deterministic": True, "output_dir": str(out),
+        "version": 2, "seed": 0, "deterministic": True, "output_dir": str(out),
         "checkpoint_every": 2,
         "model": {"name": "rrdb_sr", "spatial_dims": dims, "scale_factors": model_f,
                   "features": 8, "growth": 4, "num_blocks": 1, "dense_blocks": 1,
                   "dense_layers": 2, **extra},
         "data": {"manifest": str(manifest), "patch_size": patch, "batch_size": 2},
-        "degradation": {"preset": None},
         "optim": {"lr": 0.002, "max_steps": 4},
         "val": {"every_steps": 2, "max_volumes": 1, "images": False, "sw_batch_size": 2},
         "tracking": {"enabled": False},
-        "sr": {"factors": factors, "warmup_steps": 2, "adv_weight": 0.01, "context": 1,
-               "discriminator": {"channels": 4, "num_layers_d": 1}},
+        "task": {"name": "sr", "factors": factors, "warmup_steps": 2, "adv_weight": 0.01,
+                 "context": 1, "discriminator": {"channels": 4, "num_layers_d": 1}},
         "card": {"intended_use": "tests of the super-resolution task", "modality": "MR"},
     }
     return load_config(TrainConfig, data=data, overrides=[f"{k}={v}" for k, v in over.items()])

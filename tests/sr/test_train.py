@@ -53,7 +53,7 @@ def test_two_phases_ema_and_discriminator_saved(sr_manifest, tmp_path, sr_config
 
 
 def test_l1_only_ablation_builds_no_discriminator(sr_manifest, tmp_path, sr_config):
-    cfg = sr_config(sr_manifest, tmp_path, **{"sr.adv_weight": 0, "optim.max_steps": 2,
+    cfg = sr_config(sr_manifest, tmp_path, **{"task.adv_weight": 0, "optim.max_steps": 2,
                                               "val.every_steps": 2})
     tr = Trainer(cfg)
     seen = _spy_steps(tr)
@@ -81,10 +81,10 @@ def test_gan_from_an_l1_checkpoint(sr_manifest, tmp_path, sr_config):
     """ESRGAN's recipe: the GAN run starts from the L1 model's EMA weights (adversarial at once)."""
     from medgen.models import read_state_dict, state_dict_sha256
 
-    l1 = train(sr_config(sr_manifest, tmp_path / "l1", **{"sr.adv_weight": 0, "optim.max_steps": 2,
+    l1 = train(sr_config(sr_manifest, tmp_path / "l1", **{"task.adv_weight": 0, "optim.max_steps": 2,
                                                            "val.every_steps": 100}))
-    cfg = sr_config(sr_manifest, tmp_path / "gan", **{"sr.init_from": str(l1.last),
-                                                      "sr.warmup_steps": 0, "optim.max_steps": 1,
+    cfg = sr_config(sr_manifest, tmp_path / "gan", **{"task.init_from": str(l1.last),
+                                                      "task.warmup_steps": 0, "optim.max_steps": 1,
                                                       "val.every_steps": 100})
     tr = Trainer(cfg)
     init = state_dict_sha256(read_state_dict(l1.last / "ema.safetensors"))
@@ -94,7 +94,7 @@ def test_gan_from_an_l1_checkpoint(sr_manifest, tmp_path, sr_config):
     assert seen[0]["phase"] == 2.0
     card = json.loads((res.last / "card.json").read_text())
     assert card["lineage"]["sr_init_weights_sha256"] == init
-    other = sr_config(sr_manifest, tmp_path / "bad", **{"sr.init_from": str(l1.last),
+    other = sr_config(sr_manifest, tmp_path / "bad", **{"task.init_from": str(l1.last),
                                                         "model.features": 12})
     with pytest.raises(ConfigError, match="different generator"):
         Trainer(other)
@@ -102,12 +102,12 @@ def test_gan_from_an_l1_checkpoint(sr_manifest, tmp_path, sr_config):
 
 @pytest.mark.parametrize("dims,factors,over", [
     (2, (1, 1, 4), {}),
-    (3, (2, 2, 1), {"sr.kspace_axes": "[0, 1]", "degradation.preset": "mri-rician-mild"}),
+    (3, (2, 2, 1), {"task.kspace_axes": "[0, 1]", "task.degradation": "mri-rician-mild"}),
 ])
 def test_variants_train(sr_manifest, tmp_path, sr_config, dims, factors, over):
     """2D slice-wise model (planes (i, k), 4x along k); MR in-plane k-space pairs with noise."""
     cfg = sr_config(sr_manifest, tmp_path, dims=dims, factors=factors,
-                    **{"optim.max_steps": 3, "sr.warmup_steps": 1, "val.every_steps": 3, **over})
+                    **{"optim.max_steps": 3, "task.warmup_steps": 1, "val.every_steps": 3, **over})
     tr = Trainer(cfg)
     seen = _spy_steps(tr)
     res = tr.fit()
@@ -120,7 +120,7 @@ def test_variants_train(sr_manifest, tmp_path, sr_config, dims, factors, over):
 def test_pairs_are_step_indexed_and_noise_only_on_lr(sr_manifest, tmp_path, sr_config):
     from medgen.train.data import volume_dataset
 
-    cfg = sr_config(sr_manifest, tmp_path, **{"degradation.preset": "mri-rician-mild"})
+    cfg = sr_config(sr_manifest, tmp_path, **{"task.degradation": "mri-rician-mild"})
     tr = Trainer(cfg)
     ds = volume_dataset(cfg, tr.manifest, tr.train_records)
     s = tr.task.sampler(ds)
@@ -140,17 +140,16 @@ def test_config_cross_checks(sr_manifest, tmp_path, sr_config):
 
     for p in sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("sr-*.yaml")):
         cfg = load_config(TrainConfig, p)
-        assert cfg.task == "sr" and cfg.sr.factors == cfg.model.volume_factors()
+        assert cfg.task.name == "sr" and cfg.task.factors == cfg.model.volume_factors()
     with pytest.raises(ConfigError, match="differ from the model"):
-        sr_config(sr_manifest, tmp_path, **{"sr.factors": "[1, 1, 4]"})
+        sr_config(sr_manifest, tmp_path, **{"task.factors": "[1, 1, 4]"})
     with pytest.raises(ConfigError, match="divisible"):
         sr_config(sr_manifest, tmp_path, **{"data.patch_size": "[16, 16, 15]"})
     with pytest.raises(ConfigError, match="too small for a discriminator"):
-        sr_config(sr_manifest, tmp_path, **{"sr.discriminator.num_layers_d": 3})
+        sr_config(sr_manifest, tmp_path, **{"task.discriminator.num_layers_d": 3})
     with pytest.raises(ConfigError, match="nothing is downloaded"):
-        sr_config(sr_manifest, tmp_path, **{"sr.perceptual_weight": 0.1})
+        sr_config(sr_manifest, tmp_path, **{"task.perceptual_weight": 0.1})
     with pytest.raises(ConfigError, match="did you mean 'warmup_steps'"):
-        sr_config(sr_manifest, tmp_path, **{"sr.warmup_step": 3})
-    cfg = sr_config(sr_manifest, tmp_path, **{"degradation.preset": "thick-slice-x2"})
-    with pytest.raises(ConfigError, match="only the noise"):
-        Trainer(cfg).fit()
+        sr_config(sr_manifest, tmp_path, **{"task.warmup_step": 3})
+    with pytest.raises(ConfigError, match="only the noise"):  # refused when the config loads
+        sr_config(sr_manifest, tmp_path, **{"task.degradation": "thick-slice-x2"})

@@ -89,7 +89,7 @@ def tiny_synth_config(manifest, out, model="vae-gen", dims=3, synth=None, **over
 
     size = [16] * dims
     data = {
-        "version": 1, "task": "synth", "seed": 0, "deterministic": True, "output_dir": str(out),
+        "version": 2, "seed": 0, "deterministic": True, "output_dir": str(out),
         "checkpoint_every": 1000, "model": {**MODELS[model], "spatial_dims": dims},
         "data": {"manifest": str(manifest), "patch_size": size, "batch_size": 4},
         "intensity": {"mode": "range", "a_min": 0, "a_max": 1000, "clip": True},
@@ -97,12 +97,12 @@ def tiny_synth_config(manifest, out, model="vae-gen", dims=3, synth=None, **over
         "val": {"every_steps": 1000, "max_volumes": 2, "images": False},
         "tracking": {"enabled": False},
         "card": {"intended_use": "tiny synthesis test", "modality": "MR"},
-        "synth": synth or {},
+        "task": {"name": "synth", **(synth or {})},
     }
     if model == "ldm":
-        data["synth"] = {"autoencoder_steps": 3,
-                         "diffusion": {"num_train_timesteps": 100, "inference_steps": 5},
-                         **data["synth"]}
+        data["task"] = {"autoencoder_steps": 3,
+                        "diffusion": {"num_train_timesteps": 100, "inference_steps": 5},
+                        **data["task"]}
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in over.items()]
     return load_config(TrainConfig, data=data, overrides=sets)
 

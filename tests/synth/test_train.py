@@ -105,9 +105,9 @@ def test_config_cross_checks(class_manifest, tmp_path):
         tiny_synth_config(class_manifest, tmp_path, "ldm", synth={"autoencoder_steps": 0})
     with pytest.raises(ConfigError, match="must be < optim.max_steps"):
         tiny_synth_config(class_manifest, tmp_path, "ldm", synth={"autoencoder_steps": 6})
-    with pytest.raises(ConfigError, match="synth: section needs task: synth"):
-        tiny_synth_config(class_manifest, tmp_path, "vae-gen", task="denoise")
-    with pytest.raises(ConfigError, match="through the synth: section"):
+    with pytest.raises(ConfigError, match="not trained by task 'denoise'"):
+        tiny_synth_config(class_manifest, tmp_path, "vae-gen", **{"task.name": "denoise"})
+    with pytest.raises(ConfigError, match="through the task: section"):
         tiny_synth_config(class_manifest, tmp_path, "vae-gen", **{"model.image_size": [16, 16, 16]})
     with pytest.raises(ConfigError, match="no training record has labels"):
         from medgen.train.trainer import Trainer

@@ -38,7 +38,7 @@ def _tiny_config(manifest, out, model="unet", dims=3, **over):
                 "norm_num_groups": 4, "num_res_blocks": 1},
     }
     data = {
-        "version": 1, "seed": 0, "deterministic": True, "output_dir": str(out),
+        "version": 2, "seed": 0, "deterministic": True, "output_dir": str(out),
         "checkpoint_every": 2, "model": models[model],
         "data": {"manifest": str(manifest), "patch_size": [16] * dims, "batch_size": 2},
         "optim": {"lr": 0.003, "max_steps": 4},

@@ -46,9 +46,9 @@ def test_resume_refuses_changed_config(phantom_manifest, tmp_path, tiny_config):
 
 
 def test_self_supervised_blindspot(phantom_manifest, tmp_path, tiny_config):
-    cfg = tiny_config(phantom_manifest, tmp_path, "unet", mode="self-supervised",
-                      **{"optim.max_steps": 4})
-    assert cfg.blindspot.enabled
+    cfg = tiny_config(phantom_manifest, tmp_path, "unet", **{"task.mode": "self-supervised",
+                                                             "optim.max_steps": 4})
+    assert cfg.task.blindspot.enabled and cfg.task.degradation is None  # no synthetic noise
     res = train(cfg)
     assert res.step == 4
     import json

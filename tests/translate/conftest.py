@@ -67,23 +67,22 @@ def unpaired_data(tmp_path_factory):
 
 
 def make_config(manifest_a, manifest_b, out, *, model="pix2pix", dims=3, paired=True, **over):
-    """A tiny ``task: translate`` TrainConfig (seconds on CPU); ``over`` are ``--set`` items."""
+    """A tiny ``task: {name: translate}`` TrainConfig (seconds on CPU); ``over`` are ``--set`` items."""
     from medgen.config import load_config
     from medgen.train.config import TrainConfig
 
     patch = [16, 16, 16] if dims == 3 else [16, 16]
     data = {
-        "version": 1, "task": "translate", "seed": 0, "deterministic": True,
+        "version": 2, "seed": 0, "deterministic": True,
         "output_dir": str(out), "checkpoint_every": 2,
         "model": {"name": model, "spatial_dims": dims, "channels": [4, 8], "num_res_units": 1,
                   "intensity_b": {"mode": "range", "a_min": 0.0, "a_max": 1000.0}},
         "data": {"manifest": str(manifest_a), "patch_size": patch, "batch_size": 2},
-        "degradation": {"preset": None},
         "intensity": {"mode": "range", "a_min": 0.0, "a_max": 1000.0},
         "optim": {"lr": 0.003, "max_steps": 4},
         "val": {"every_steps": 2, "max_volumes": 2, "images": False, "sw_batch_size": 2},
         "tracking": {"enabled": False},
-        "translate": {"paired": paired, "target_manifest": str(manifest_b), "warmup_steps": 1,
+        "task": {"name": "translate", "paired": paired, "target_manifest": str(manifest_b), "warmup_steps": 1,
                       "pool_size": 4, "discriminator": {"channels": 4, "num_layers_d": 1}},
         "card": {"intended_use": "tests of the translation task", "modality": "MR"},
     }

@@ -75,7 +75,7 @@ def test_cycle_term_decreases_on_a_toy_unpaired_task(unpaired_data, tmp_path, tr
     a, b = unpaired_data
     cfg = tr_config(a, b, tmp_path, model="cyclegan", paired=False,
                     **{"optim.max_steps": 40, "val.every_steps": 40, "checkpoint_every": 40,
-                       "translate.adv_weight": 0.1, "optim.lr": 0.01})
+                       "task.adv_weight": 0.1, "optim.lr": 0.01})
     tr = Trainer(cfg)
     seen = _spy_steps(tr)
     res = tr.fit()
@@ -90,8 +90,8 @@ def test_2d_cyclegan_with_spectral_norm_and_smoothed_bce(unpaired_data, tmp_path
 
     a, b = unpaired_data
     cfg = tr_config(a, b, tmp_path, model="cyclegan", dims=2, paired=False,
-                    **{"translate.discriminator.spectral_norm": "true",
-                       "translate.adv_criterion": "bce", "translate.label_smoothing": 0.1,
+                    **{"task.discriminator.spectral_norm": "true",
+                       "task.adv_criterion": "bce", "task.label_smoothing": 0.1,
                        "optim.max_steps": 2})
     tr = Trainer(cfg)
     res = tr.fit()
@@ -129,10 +129,10 @@ def test_pairing_by_key_needs_a_partner(paired_data, unpaired_data, tmp_path, tr
 
 
 @pytest.mark.parametrize("over,msg", [
-    ({"translate.paired": False}, "pix2pix needs paired"),
-    ({"translate.label_smoothing": 0.1}, "bce only"),
-    ({"translate.pair_by": "nonsense"}, "pair_by"),
-    ({"translate.discriminator.num_layers_d": 4}, "too small"),
+    ({"task.paired": False}, "pix2pix needs paired"),
+    ({"task.label_smoothing": 0.1}, "bce only"),
+    ({"task.pair_by": "nonsense"}, "pair_by"),
+    ({"task.discriminator.num_layers_d": 4}, "too small"),
 ])
 def test_config_cross_checks(paired_data, tmp_path, tr_config, over, msg):
     a, b = paired_data
@@ -140,10 +140,10 @@ def test_config_cross_checks(paired_data, tmp_path, tr_config, over, msg):
         tr_config(a, b, tmp_path, **over)
 
 
-def test_translate_section_needs_task_translate(paired_data, tmp_path, tr_config):
+def test_translate_settings_need_task_translate(paired_data, tmp_path, tr_config):
     a, b = paired_data
-    with pytest.raises(ConfigError, match="needs task: translate"):
-        tr_config(a, b, tmp_path, task="denoise")
+    with pytest.raises(ConfigError, match="unknown key 'task.paired'"):
+        tr_config(a, b, tmp_path, **{"task.name": "denoise"})
 
 
 def test_mode_collapse_is_flagged(paired_data, tmp_path, tr_config):

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from medgen.config import StrictModel
+from medgen.config.fields import choice
+from medgen.config.supported import PROFILE_ALIASES, SupportedProfile
 from medgen.models.base import BaseModelConfig
 
 _MAX_FACTOR = 8
@@ -128,7 +130,7 @@ class SRTrainConfig(StrictModel):
 
     factors: list[int] = Field(default_factory=lambda: [1, 1, 2], min_length=3, max_length=3,
                                description="upsampling per volume axis (i, j, k)")
-    profile: Literal["gaussian", "rect"] = "gaussian"
+    profile: choice(SupportedProfile, "slice profile", PROFILE_ALIASES) = SupportedProfile.GAUSSIAN
     kspace_axes: list[int] = Field(default_factory=list,
                                    description="axes degraded by k-space truncation (MR in-plane)")
     context: int = Field(2, ge=0, le=16, description="LR voxels of context degraded around a patch "
@@ -151,15 +153,15 @@ class SRTrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self):
-        _check_factors(self.factors, "sr.factors")
+        _check_factors(self.factors, "task.factors")
         bad = [a for a in self.kspace_axes if a not in (0, 1, 2)]
         if bad:
-            raise ValueError(f"sr.kspace_axes {self.kspace_axes}: axes are 0, 1, 2")
+            raise ValueError(f"task.kspace_axes {self.kspace_axes}: axes are 0, 1, 2")
         flat = [a for a in self.kspace_axes if self.factors[a] == 1]
         if flat:
-            raise ValueError(f"sr.kspace_axes {self.kspace_axes}: axis {flat[0]} has factor 1")
+            raise ValueError(f"task.kspace_axes {self.kspace_axes}: axis {flat[0]} has factor 1")
         if self.perceptual_weight > 0 and not self.perceptual_weights:
-            raise ValueError("sr.perceptual_weight > 0 needs sr.perceptual_weights (a local "
+            raise ValueError("task.perceptual_weight > 0 needs task.perceptual_weights (a local "
                              "weights file; nothing is downloaded)")
         return self
 
@@ -173,7 +175,7 @@ class SRTrainConfig(StrictModel):
             raise ValueError(f"task sr needs an SR generator (model.name: rrdb_sr), got '{model.name}'")
         vf = model.volume_factors()  # type: ignore[attr-defined]
         if list(vf) != list(self.factors):
-            raise ValueError(f"sr.factors {self.factors} differ from the model's per-axis factors "
+            raise ValueError(f"task.factors {self.factors} differ from the model's per-axis factors "
                              f"{vf} (model.scale_factors, slice_axis)")
         if model.spatial_dims == 2:
             axes = [a for a in range(3) if a != model.slice_axis]  # type: ignore[attr-defined]
@@ -189,4 +191,4 @@ class SRTrainConfig(StrictModel):
             if min(patch_size) < need:  # MONAI's PatchDiscriminator needs >= 2 output voxels
                 raise ValueError(f"data.patch_size {patch_size} is too small for a discriminator "
                                  f"with num_layers_d={d.num_layers_d} and scales={d.scales} "
-                                 f"(needs >= {need} per side; lower sr.discriminator.num_layers_d)")
+                                 f"(needs >= {need} per side; lower task.discriminator.num_layers_d)")

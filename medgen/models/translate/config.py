@@ -149,9 +149,9 @@ class TranslateTrainConfig(StrictModel):
         ok = self.pair_by == "subject" or (self.pair_by.startswith(("labels.", "extra."))
                                            and len(self.pair_by.split(".", 1)[1]) > 0)
         if not ok:
-            raise ValueError(f"translate.pair_by '{self.pair_by}': subject, labels.<key> or extra.<key>")
+            raise ValueError(f"task.pair_by '{self.pair_by}': subject, labels.<key> or extra.<key>")
         if self.label_smoothing and self.adv_criterion != "bce":
-            raise ValueError("translate.label_smoothing applies to adv_criterion: bce only")
+            raise ValueError("task.label_smoothing applies to adv_criterion: bce only")
         return self
 
     def check_train(self, cfg) -> None:
@@ -160,7 +160,7 @@ class TranslateTrainConfig(StrictModel):
         if name not in ("pix2pix", "cyclegan"):
             raise ValueError(f"task translate needs model.name pix2pix or cyclegan, got '{name}'")
         if name == "pix2pix" and not self.paired:
-            raise ValueError("pix2pix needs paired data (translate.paired: true); use cyclegan")
+            raise ValueError("pix2pix needs paired data (task.paired: true); use cyclegan")
         if name == "pix2pix" and self.l1_weight == 0 and self.adv_weight == 0:
             raise ValueError("pix2pix with l1_weight 0 and adv_weight 0 learns nothing")
         if self.adv_weight > 0:

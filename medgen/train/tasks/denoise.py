@@ -25,13 +25,13 @@ class DenoiseTask(TrainTask):
         if self.is_vae:
             from medgen.models.denoise.losses import DenoiseVAELoss
 
-            self.loss_fn = DenoiseVAELoss(cfg.loss, cfg.model.spatial_dims,
+            self.loss_fn = DenoiseVAELoss(cfg.task.loss, cfg.model.spatial_dims,
                                           cfg.model.in_channels).to(self.device)
         self.masker = None
-        if cfg.mode == "self-supervised":
+        if cfg.task.mode == "self-supervised":
             from medgen.models.denoise.blindspot import BlindSpotMasker
 
-            self.masker = BlindSpotMasker(cfg.blindspot)
+            self.masker = BlindSpotMasker(cfg.task.blindspot)
         self.optimizers["model"] = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                                      weight_decay=cfg.optim.weight_decay)
         self.schedulers["model"] = self.trainer.make_scheduler(self.optimizers["model"])
@@ -71,7 +71,7 @@ class DenoiseTask(TrainTask):
                 if mask is not None:
                     loss = self.masker.loss(rec.float(), target, mask)
                 else:
-                    loss = reconstruction_loss(rec.float(), target, cfg.loss.recon)
+                    loss = reconstruction_loss(rec.float(), target, cfg.task.loss.recon)
         gn = self.step_optimizer("model", loss, self.model.parameters(), cfg.optim.grad_clip)
         if gn is not None:
             parts["grad_norm"] = gn
@@ -116,7 +116,7 @@ class DenoiseTask(TrainTask):
     def card_fields(self):
         from pathlib import Path
 
-        lineage = {"mode": self.cfg.mode}
-        if self.cfg.degradation.preset:
-            lineage["degradation_preset"] = Path(self.cfg.degradation.preset).stem
+        lineage = {"mode": str(self.cfg.task.mode)}
+        if self.cfg.task.degradation:
+            lineage["degradation_preset"] = Path(self.cfg.task.degradation).stem
         return {"lineage": lineage}

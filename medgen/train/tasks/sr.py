@@ -27,8 +27,6 @@ from medgen.train.validation import psnr_ssim, sliding_predict
 
 log = logging.getLogger("medgen.train")
 
-_GEOMETRIC = {"thick_slice", "kspace_truncation"}
-
 
 def _plain(t) -> torch.Tensor:
     t = torch.as_tensor(t)
@@ -49,7 +47,7 @@ class SRPairSampler:
         from medgen.transforms import load_preset
 
         self.cfg = cfg
-        self.sr = cfg.sr
+        self.sr = cfg.task
         self.ds = dataset
         self.n = len(dataset)
         if self.n == 0:
@@ -62,15 +60,10 @@ class SRPairSampler:
             patch.insert(self.slice_axis, 1)
         self.patch = patch  # HR patch per volume axis
         self.margin = [self.sr.context * f if f > 1 else 0 for f in self.factors]
-        self.preset = cfg.degradation.preset
+        self.preset = cfg.task.degradation
         self._noise = None
-        if self.preset:
+        if self.preset:  # noise only: the config refuses grid-changing presets here
             self._noise = load_preset(self.preset, keys="noisy", source_key="image")
-            names = self._noise.preset.names()
-            if names & _GEOMETRIC:
-                raise ConfigError("degradation.preset", f"'{self.preset}' changes the grid "
-                                  f"({', '.join(sorted(names & _GEOMETRIC))}); with task sr the "
-                                  "preset is only the noise added to LR inputs - set sr.factors")
 
     # -- pairs ------------------------------------------------------------------------------
     def _noisy(self, lr: torch.Tensor, seed: int) -> tuple[torch.Tensor, list]:
@@ -147,7 +140,7 @@ class SRTask(TrainTask):
         )
 
         cfg = self.cfg
-        sr = cfg.sr
+        sr = cfg.task
         self.model = build_model(cfg.model).to(self.device)
         self.init_sha = None
         if sr.init_from:
@@ -184,11 +177,11 @@ class SRTask(TrainTask):
         path = Path(ckpt)
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise ConfigError("sr.init_from", f"'{path.name}' is not a checkpoint folder (no config.json)")
+            raise ConfigError("task.init_from", f"'{path.name}' is not a checkpoint folder (no config.json)")
         other = parse_model_config(json.loads(cfg_file.read_text()))
         mine = self.cfg.model.model_dump(exclude={"patch_size"})
         if other.model_dump(exclude={"patch_size"}) != mine:
-            raise ConfigError("sr.init_from", f"'{path.name}' holds a different generator config")
+            raise ConfigError("task.init_from", f"'{path.name}' holds a different generator config")
         weights = path / "ema.safetensors"
         if not weights.is_file():
             weights = path / "model.safetensors"
@@ -205,12 +198,12 @@ class SRTask(TrainTask):
 
     def phase(self, step: int) -> int:
         """1: L1 warm-up, 2: adversarial (only when a discriminator exists)."""
-        return 2 if self.disc is not None and step >= self.cfg.sr.warmup_steps else 1
+        return 2 if self.disc is not None and step >= self.cfg.task.warmup_steps else 1
 
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         from medgen.models.sr.losses import frequency_loss
 
-        cfg, sr = self.cfg, self.cfg.sr
+        cfg, sr = self.cfg, self.cfg.task
         lr_in = batch["lr"].to(self.device)
         hr = batch["hr"].to(self.device)
         net = self.trainer.wrapped(self.model)
@@ -302,15 +295,15 @@ class SRTask(TrainTask):
 
     # -- card / state -----------------------------------------------------------------------
     def card_fields(self):
-        cfg, sr = self.cfg, self.cfg.sr
+        cfg, sr = self.cfg, self.cfg.task
         factors = "x".join(str(int(f)) for f in sr.factors)
         lineage = {"sr_factors": factors, "sr_profile": sr.profile,
                    "sr_kspace_axes": "-".join(str(a) for a in sr.kspace_axes) or "none",
                    "sr_adversarial": "on" if sr.adv_weight > 0 else "off",
                    "sr_warmup_steps": str(sr.warmup_steps),
                    "sr_ema_decay": str(sr.ema_decay)}
-        if cfg.degradation.preset:
-            lineage["noise_preset"] = Path(cfg.degradation.preset).stem
+        if cfg.task.degradation:
+            lineage["noise_preset"] = Path(cfg.task.degradation).stem
         if self.init_sha:
             lineage["sr_init_weights_sha256"] = self.init_sha
         fields = {"lineage": lineage, "patch_size": self.lr_patch()}

@@ -45,7 +45,7 @@ def load_autoencoder_weights(model, ckpt_dir: str) -> None:
     path = Path(ckpt_dir)
     f = path / "model.safetensors"
     if not f.exists():
-        raise ConfigError(path.name, "synth.autoencoder_checkpoint: no model.safetensors")
+        raise ConfigError(path.name, "task.autoencoder_checkpoint: no model.safetensors")
     sd = read_state_dict(f)
     for prefix in ("autoencoder.", "net."):
         sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
@@ -70,7 +70,7 @@ class SynthSampler:
         self.batch_size = cfg.data.batch_size
         self.dims = cfg.model.spatial_dims
         self.size = list(cfg.data.patch_size)
-        s = cfg.synth
+        s = cfg.task
         self.fit = s.fit
         self.slice_range = s.slice_range
         self.label_channels = s.label_channels
@@ -136,12 +136,12 @@ class SynthTask(TrainTask):
         from medgen.models import parse_model_config
 
         cfg = self.cfg
-        s = cfg.synth
+        s = cfg.task
         recs = self.trainer.train_records
         try:
             conditions = fill_conditions(s.conditions, [r.labels for r in recs])
         except ValueError as exc:
-            raise ConfigError("synth.conditions", str(exc)) from None
+            raise ConfigError("task.conditions", str(exc)) from None
         dims = cfg.model.spatial_dims
         spacing = output_spacing([r.shape for r in recs], [r.spacing for r in recs],
                                  cfg.data.patch_size, dims, s.fit)
@@ -160,7 +160,7 @@ class SynthTask(TrainTask):
         from medgen.models import build_model
 
         cfg = self.cfg
-        s = cfg.synth
+        s = cfg.task
         self.s = s
         self.kl_weight = s.kl(cfg.model.name)
         mcfg = self._model_config()

@@ -70,7 +70,7 @@ def pair_records(a_records, b_records, pair_by: str) -> list:
         got = index.get(str(v), []) if v is not None else []
         if len(got) != 1:
             why = "no" if not got else f"{len(got)}"
-            raise ConfigError("translate.target_manifest",
+            raise ConfigError("task.target_manifest",
                               f"record {r.id}: {why} domain-B partner(s) with the same {pair_by}")
         out.append(got[0])
     return out
@@ -141,7 +141,7 @@ class TranslateTask(TrainTask):
         from medgen.models.translate.nets import GANCriterion, ImagePool, build_discriminator
 
         cfg = self.cfg
-        tr = cfg.translate
+        tr = cfg.task
         self.tr = tr
         self.cycle = cfg.model.name == "cyclegan"
         self.model = build_model(cfg.model).to(self.device)
