@@ -51,6 +51,7 @@ def _root(
 # --- commands, in workflow order (each module imports only typer at import time) -------------
 from medgen.cli import (  # noqa: E402
     audit,
+    config,
     convert,
     deid,
     demo,
@@ -75,6 +76,7 @@ app.command("translate")(translate.translate)
 app.command("synthesize")(synthesize.synthesize)
 app.add_typer(evaluate.app, name="evaluate")
 app.command("run")(run.run)
+app.add_typer(config.app, name="config")
 app.command("audit")(audit.audit)
 app.command("demo")(demo.demo)
 

@@ -81,21 +81,24 @@ def validate(
 def split(
     manifest: Path = typer.Argument(..., help="Manifest (NAME.jsonl)."),
     output: Path = typer.Option(..., "-o", "--output", help="Manifest with a split per record."),
-    ratios: str = typer.Option("train=0.7,val=0.15,test=0.15", "--ratios", help="name=fraction,..."),
+    ratios: str = typer.Option("train=0.7,val=0.15,test=0.15", "--ratios",
+                               help="name=fraction,... adding up to 1."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Assign train/val/test by subject with a seed: no subject is ever in two splits."""
+    """Assign train/val/test by subject with a seed: no subject is ever in two splits.
+
+    The seed and ratios are recorded in the new manifest's summary (and so in every run that
+    trains on it).
+    """
     from medgen.cli._common import fail
+    from medgen.config.fields import check_ratios
     from medgen.manifest import Manifest
     from medgen.manifest.ops import split_manifest
 
     try:
-        parsed = {}
-        for part in ratios.split(","):
-            k, v = part.split("=")
-            parsed[k.strip()] = float(v)
-    except ValueError:
-        fail("--ratios: expected name=fraction,name=fraction")
+        parsed = check_ratios(ratios)
+    except ValueError as exc:
+        fail(f"--ratios: {exc}")
     try:
         m = Manifest.load(manifest)
         out = split_manifest(m, parsed, seed)
@@ -106,4 +109,10 @@ def split(
         fail(exc)
     counts = {k: len(out.split(k)) for k in parsed}
     typer.echo(f"{output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    empty = [k for k, v in counts.items() if parsed[k] > 0 and v == 0]
+    if empty:
+        n = len({r.subject for r in m.records})
+        typer.echo(f"warning: split(s) {', '.join(empty)} got no volumes: {n} subject(s) for "
+                   f"{sum(1 for v in parsed.values() if v > 0)} split(s) (no subject is split "
+                   "across splits)", err=True)
     typer.echo(f"digest sha256:{digest}")

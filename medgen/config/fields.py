@@ -74,4 +74,54 @@ def check_device(value: Any) -> str:
 
 Device = Annotated[str, BeforeValidator(check_device)]
 
-__all__ = ["Device", "check_choice", "check_device", "choice", "options_text"]
+_SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def check_ratios(value: Any) -> dict[str, float]:
+    """Split ratios ``{"train": 0.7, "val": 0.15, "test": 0.15}`` (or ``"train=0.7,val=0.15,..."``):
+    names once each, fractions in [0, 1] that add up to 1 (within 1e-6).
+
+    Raises
+    ------
+    ValueError
+        One line naming what is wrong (``ratios add up to 0.9, not 1: train=0.7, val=0.1, ...``).
+    """
+    pairs: list[tuple[str, Any]]
+    if isinstance(value, str):
+        pairs = []
+        for part in [p for p in value.split(",") if p.strip()]:
+            if part.count("=") != 1:
+                raise ValueError(f"'{part.strip()}' is not name=fraction (e.g. train=0.7,val=0.3)")
+            k, v = part.split("=")
+            pairs.append((k.strip(), v.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ValueError("expected name=fraction pairs, e.g. {train: 0.7, val: 0.15, test: 0.15}")
+    out: dict[str, float] = {}
+    for k, v in pairs:
+        if not _SPLIT_NAME.match(str(k)):
+            raise ValueError(f"split name '{k}' must start with a letter (letters, digits, _ -)")
+        if k in out:
+            raise ValueError(f"split '{k}' given twice")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"split '{k}': '{v}' is not a number") from None
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"split '{k}': {f:g} is not a fraction in [0, 1]")
+        out[str(k)] = f
+    if not out:
+        raise ValueError("no splits given (e.g. train=0.7,val=0.15,test=0.15)")
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-6:
+        listed = ", ".join(f"{k}={v:g}" for k, v in out.items())
+        raise ValueError(f"ratios add up to {total:g}, not 1: {listed}")
+    return out
+
+
+#: Split ratios that add up to 1 (manifest steps, ``medgen manifest split --ratios``).
+Ratios = Annotated[dict[str, float], BeforeValidator(check_ratios)]
+
+__all__ = ["Device", "Ratios", "check_choice", "check_device", "check_ratios", "choice",
+           "options_text"]

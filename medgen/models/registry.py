@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, ValidationError, WrapValidator
 
+from medgen.config.supported import SupportedModel as M
+from medgen.config.supported import SupportedTask as T
 from medgen.errors import ConfigError
 from medgen.models.base import BaseModelConfig
 from medgen.models.denoise.config import UNetConfig, VAEConfig
@@ -81,25 +83,25 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
 
 
 register_model(ModelSpec(
-    "vae", VAEConfig, "medgen.models.denoise.vae:build_vae", tasks=("denoise", "synth"),
+    M.VAE, VAEConfig, "medgen.models.denoise.vae:build_vae", tasks=(T.DENOISE, T.SYNTH),
     description="MONAI AutoencoderKL denoising VAE (noisy -> clean); prior sampling for synthesis"))
 register_model(ModelSpec(
-    "unet", UNetConfig, "medgen.models.denoise.unet:build_unet", tasks=("denoise",),
+    M.UNET, UNetConfig, "medgen.models.denoise.unet:build_unet", tasks=(T.DENOISE,),
     description="residual UNet denoiser (out = x + f(x)), the quality baseline"))
 register_model(ModelSpec(
-    "vae-gen", GenVAEConfig, "medgen.models.synth.vae:build_gen_vae", tasks=("synth",),
+    M.VAE_GEN, GenVAEConfig, "medgen.models.synth.vae:build_gen_vae", tasks=(T.SYNTH,),
     description="generative VAE (AutoencoderKL), prior sampling; conditional and paired-label"))
 register_model(ModelSpec(
-    "ldm", LDMConfig, "medgen.models.synth.ldm:build_ldm", tasks=("synth",),
+    M.LDM, LDMConfig, "medgen.models.synth.ldm:build_ldm", tasks=(T.SYNTH,),
     description="latent diffusion (AutoencoderKL + DiffusionModelUNet; DDPM/DDIM/RFlow)"))
 register_model(ModelSpec(
-    "rrdb_sr", SRGeneratorConfig, "medgen.models.sr.generator:build_rrdb_sr", tasks=("sr",),
+    M.RRDB_SR, SRGeneratorConfig, "medgen.models.sr.generator:build_rrdb_sr", tasks=(T.SR,),
     description="RRDB super-resolution generator, per-axis sub-pixel upsampling (2D/3D)"))
 register_model(ModelSpec(
-    "pix2pix", Pix2PixConfig, "medgen.models.translate.nets:build_pix2pix", tasks=("translate",),
+    M.PIX2PIX, Pix2PixConfig, "medgen.models.translate.nets:build_pix2pix", tasks=(T.TRANSLATE,),
     description="Pix2Pix UNet generator A -> B (paired translation; PatchGAN in training)"))
 register_model(ModelSpec(
-    "cyclegan", CycleGANConfig, "medgen.models.translate.nets:build_cyclegan", tasks=("translate",),
+    M.CYCLEGAN, CycleGANConfig, "medgen.models.translate.nets:build_cyclegan", tasks=(T.TRANSLATE,),
     description="CycleGAN: UNet generators A -> B and B -> A (unpaired translation)"))
 
 

@@ -76,12 +76,15 @@ class Runner:
         self.state_dir = self.workdir / ".pipeline"
         self.env: dict[str, str] = {}
         self.tracking_uri: str | None = None
+        self.warnings: list[str] = []  # repeated at the end of the run (also with -q)
 
     # --- subprocess steps ----------------------------------------------------------------------
     def cli(self, args: list[str], *, ok_codes=(0,), partial_codes=(3,), timeout: float | None = None) -> tuple[str, str]:
         cmd = [sys.executable, "-m", "medgen", *args]
         log.info("step command: medgen %s", " ".join(args))
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+        self.warnings += [f"{args[0]}: {ln[len('warning: '):]}" for ln in r.stderr.splitlines()
+                          if ln.startswith("warning: ")]  # the command's end-of-run summary
         if r.returncode in ok_codes:
             return "ok", r.stdout
         if r.returncode in partial_codes:
@@ -94,21 +97,14 @@ class Runner:
         from medgen.keys import create_key_file
 
         results: list[StepResult] = []
-        key_file = Path(self.scope["key_file"])
-        if not self.dry_run:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            if not key_file.exists():
-                create_key_file(key_file)
-                self.say(f"created a pseudonymization key at {key_file} (keep it secret)")
+        plan = self.plan()  # every step checked before any runs: a bad value costs seconds
         if self.dry_run:
-            for step in self.spec.steps:
-                resolved = self._resolve(step, planned=True)
-                done = self._done(step.name, resolved)
-                st = "skipped" if done else "planned"
-                self.say(f"{st:8} {step.name} ({step.kind}): {json.dumps(resolved)}")
-                self.scope["steps"][step.name] = done["outputs"] if done else _placeholders(step.name)
-                results.append(StepResult(step.name, step.kind, st))
-            return PipelineResult(self.spec.name, self.workdir, results)
+            return PipelineResult(self.spec.name, self.workdir, plan)
+        key_file = Path(self.scope["key_file"])
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            create_key_file(key_file)
+            self.say(f"created a pseudonymization key at {key_file} (keep it secret)")
 
         from medgen.track import ensure_store, start_run
         from medgen.track.run import ENV_PARENT_RUN_ID
@@ -143,6 +139,43 @@ class Runner:
                                    "outputs_sha256": sha256_json(_jsonable(r.outputs))} for r in results}})
             result = PipelineResult(self.spec.name, self.workdir, results, parent.run_id)
         return result
+
+    def plan(self) -> list[StepResult]:
+        """Resolve and check every step (:mod:`medgen.pipeline.check`) without running any; say
+        each step's status and time estimate. Raises ConfigError on the first bad value."""
+        from medgen.pipeline.check import check_force, check_step
+        from medgen.pipeline.estimate import fmt_seconds
+
+        check_force(self.spec.step_names(), self.force)
+        out: list[StepResult] = []
+        lines: list[str] = []  # said once every step passed: an error stays the only line
+        for i, step in enumerate(self.spec.steps):
+            resolved = self._resolve(step)
+            done = self._done(step.name, resolved)
+            chk = check_step(i, step, resolved)
+            last = self._last_seconds(step.name)
+            est, basis = (0.0, "done") if done else (
+                (last, "its last run") if last is not None else (chk.estimate_s, chk.basis))
+            st = "skipped" if done else "planned"
+            self.warnings += [f"{step.name}: {w}" for w in chk.warnings]
+            lines.append(f"{st:8} {step.name} ({step.kind}) {fmt_seconds(est)} [{basis}]: "
+                         f"{json.dumps(resolved)}")
+            self.scope["steps"][step.name] = done["outputs"] if done else _placeholders(step.name)
+            out.append(StepResult(step.name, step.kind, st, seconds=est or 0.0, message=basis))
+        if self.dry_run:
+            total = sum(r.seconds for r in out)
+            for line in lines + [f"estimate: {fmt_seconds(total)} in all (rough, CPU; how: "
+                                 "medgen/pipeline/estimate.py)"]:
+                self.say(line)
+        self.scope["steps"] = {}
+        return out
+
+    def _last_seconds(self, name: str) -> float | None:
+        p = self.state_dir / f"{name}.json"
+        try:
+            return float(json.loads(p.read_text())["seconds"]) if p.exists() else None
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _resolve(self, step, planned: bool = False) -> dict:
         data = step.model_dump(mode="json")
@@ -181,7 +214,7 @@ class Runner:
         if status in ("ok", "partial"):
             atomic_write_text(self.state_dir / f"{step.name}.json", json.dumps(
                 {"spec_sha256": sha256_json(resolved), "status": status, "outputs": _jsonable(outputs),
-                 "run_id": run_id}, indent=1, sort_keys=True))
+                 "run_id": run_id, "seconds": round(res.seconds, 1)}, indent=1, sort_keys=True))
         return res
 
     def config_path(self, name: str) -> Path:

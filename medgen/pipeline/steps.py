@@ -69,6 +69,9 @@ def step_degrade(runner: Runner, name: str, spec: dict):
     if not recs:
         raise StepFailed(f"no records in split '{spec.get('split')}'")
     pipe = load_preset(spec["preset"], keys="noisy", source_key="image")
+    physical = spec.get("physical_units")
+    if physical is None:  # the preset's noise units decide: HU presets run on the image in HU
+        physical = pipe.preset.units == "HU"
     dst, ref_dst = Path(spec["dst"]), Path(spec["reference_dst"])
     log_lines = []
     for i, rec in enumerate(recs):
@@ -78,7 +81,7 @@ def step_degrade(runner: Runner, name: str, spec: dict):
         rel_name = (rel.as_posix().removesuffix(".nii") + ".nii.gz")
         x = vol.array.astype(np.float32)
         scale = 1.0
-        if not spec.get("physical_units"):
+        if not physical:
             scale = float(np.percentile(x, 99.5)) or 1.0
         pipe.set_random_state(seed=step_seed(spec.get("seed", 0), i, "degrade"))
         s = pipe({"image": torch.from_numpy(x / scale)[None]})

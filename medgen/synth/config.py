@@ -7,9 +7,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medgen.config.base import StrictModel
+from medgen.config.supported import SupportedModel
 from medgen.models.synth.config import ConditionSpec, DiffusionSettings
 
-SYNTH_MODELS = ("vae-gen", "ldm")
+SYNTH_MODELS = (SupportedModel.VAE_GEN, SupportedModel.LDM)
 
 
 class SynthTrainConfig(StrictModel):

@@ -96,6 +96,15 @@ class _TaskHooks:
         """Key of ``record.labels`` holding a label map to load with each volume (or None)."""
         return None
 
+    def input_paths(self, cfg: TrainConfig) -> list[tuple[str, str | None, str]]:
+        """``(key, path, kind)`` of the files this task reads; kind: manifest, checkpoint, file
+        (checked by :func:`medgen.train.preflight.preflight` before any work starts)."""
+        return []
+
+    def input_splits(self, cfg: TrainConfig) -> tuple[str | None, str | None, tuple[str, str, str]]:
+        """Train and val split of the task's own manifest (``kind: manifest``) and their keys."""
+        raise NotImplementedError
+
 
 def _check_noise_modality(preset: str | None, modality: str, key: str) -> None:
     """A preset written for another modality (an MR Rician preset on a CT model) is refused."""
@@ -173,6 +182,10 @@ class SRTask(SRTrainConfig, _TaskHooks):
         self.check_model(cfg.model, cfg.data.patch_size)
         _check_noise_modality(self.degradation, cfg.card.modality, "task.degradation")
 
+    def input_paths(self, cfg: TrainConfig) -> list[tuple[str, str | None, str]]:
+        return [("task.init_from", self.init_from, "checkpoint"),
+                ("task.perceptual_weights", self.perceptual_weights, "file")]
+
 
 class SynthTask(SynthTrainConfig, _TaskHooks):
     """``task: {name: synth}`` - generators (vae-gen, ldm); see SynthTrainConfig."""
@@ -185,6 +198,9 @@ class SynthTask(SynthTrainConfig, _TaskHooks):
     def data_label_key(self) -> str | None:
         return self.label_map_key if self.label_channels else None
 
+    def input_paths(self, cfg: TrainConfig) -> list[tuple[str, str | None, str]]:
+        return [("task.autoencoder_checkpoint", self.autoencoder_checkpoint, "checkpoint")]
+
 
 class TranslateTask(TranslateTrainConfig, _TaskHooks):
     """``task: {name: translate}`` - domain A -> B (pix2pix, cyclegan); see TranslateTrainConfig."""
@@ -193,6 +209,16 @@ class TranslateTask(TranslateTrainConfig, _TaskHooks):
 
     def check(self, cfg: TrainConfig) -> None:
         self.check_train(cfg)
+
+    def input_paths(self, cfg: TrainConfig) -> list[tuple[str, str | None, str]]:
+        return [("task.target_manifest", self.target_manifest, "manifest")]
+
+    def input_splits(self, cfg: TrainConfig) -> tuple[str | None, str | None, tuple[str, str, str]]:
+        keys = ("task.target_manifest", "task.target_split", "task.target_val_split")
+        if self.paired:  # partners are looked up among all of domain B's records
+            return None, None, keys
+        return (self.target_split or cfg.data.train_split,
+                self.target_val_split or cfg.data.val_split, keys)
 
 
 def _task_wrap(value: Any, handler):

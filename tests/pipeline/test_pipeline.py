@@ -81,8 +81,8 @@ def test_dry_run_and_errors(small, tmp_path):
     r = run("run", str(bad), cwd=tmp_path)
     assert r.returncode == 2 and "trian" in r.stderr
     bad.write_text("version: 1\nname: bad\nsteps:\n  - {name: t, kind: train, config: train/no-such}\n")
-    r = run("run", str(bad), cwd=tmp_path)
-    assert r.returncode == 3 and "not found" in r.stderr
+    r = run("run", str(bad), cwd=tmp_path)  # refused when the spec loads, before any step
+    assert r.returncode == 2 and "steps.0.config: config 'train/no-such' not found" in r.stderr
 
 
 @pytest.mark.parametrize("name", ["denoise-mri", "denoise-ct-lowdose", "sr-thick-slice", "synth-brain"])

@@ -6,12 +6,13 @@ sampler and the validation metric. Tasks are registered by name (``task:`` in th
 ``denoise`` here; super-resolution, synthesis and translation add theirs.
 """
 
+from medgen.config.supported import SupportedTask as T
 from medgen.registry import Registry, lazy
 
 TASKS: Registry = Registry("tasks")
-TASKS.register("denoise", lazy("medgen.train.tasks.denoise", "DenoiseTask"))
-TASKS.register("sr", lazy("medgen.train.tasks.sr", "SRTask"))
-TASKS.register("synth", lazy("medgen.train.tasks.synth", "SynthTask"))
-TASKS.register("translate", lazy("medgen.train.tasks.translate", "TranslateTask"))
+TASKS.register(T.DENOISE, lazy("medgen.train.tasks.denoise", "DenoiseTask"))
+TASKS.register(T.SR, lazy("medgen.train.tasks.sr", "SRTask"))
+TASKS.register(T.SYNTH, lazy("medgen.train.tasks.synth", "SynthTask"))
+TASKS.register(T.TRANSLATE, lazy("medgen.train.tasks.translate", "TranslateTask"))
 
 __all__ = ["TASKS"]
