@@ -40,6 +40,21 @@ def synthesize(
 
     from medgen.cli._common import fail, progress
     from medgen.errors import EXIT_PARTIAL, MedgenError
+    from medgen.synth.config import SynthesisSettings
+
+    try:  # every option and the checkpoint, conditions and manifest they name: before torch
+        SynthesisSettings.from_cli(
+            model=str(model), n=n, conditions=condition or [], seed=seed, batch=batch, fmt=fmt,
+            indices=index or None, sampler=sampler, steps=steps, guidance=guidance,
+            device=device, amp=amp, train_manifest=train_manifest and str(train_manifest),
+            manifest_root=root and str(root), train_split=train_split,
+            heldout_splits=list(heldout_split) if heldout_split else ["val", "test"],
+            memorization=not no_memorization_check, keep_flagged=keep_flagged,
+            memorization_percentile=memorization_percentile,
+            memorization_margin=memorization_margin, memorization_rule=memorization_rule,
+            embedding=embedding).check_inputs()
+    except MedgenError as exc:
+        fail(exc)
     from medgen.synth.sampling import synthesize as run
 
     bar = progress(None, "synthesize", quiet)

@@ -50,11 +50,22 @@ class SampleDataStep(_Step):
     OUTPUTS: ClassVar = ("dst", "dicom", "nifti", "ct")
 
 
+def _deid_options(v: list[str]) -> list[str]:
+    from medgen.deid.table import option_names
+
+    known = option_names()
+    for o in v:
+        if o not in known:
+            raise ValueError(f"unknown de-identification option '{o}'{suggest(o, known)}; "
+                             f"options: {', '.join(known)}")
+    return v
+
+
 class DeidStep(_Step):
     kind: Literal[K.DEID]
     src: str
     dst: str
-    options: list[str] = Field(default_factory=list)
+    options: Annotated[list[str], AfterValidator(_deid_options)] = Field(default_factory=list)
     workers: int = Field(1, ge=1)
     OUTPUTS: ClassVar = ("dst", "audit")
 

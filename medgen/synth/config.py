@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from medgen.config.base import StrictModel
-from medgen.config.supported import SupportedModel
+from medgen.config.fields import Device, choice
+from medgen.config.supported import SupportedAmp, SupportedModel, SupportedSampler
 from medgen.models.synth.config import ConditionSpec, DiffusionSettings
 
 SYNTH_MODELS = (SupportedModel.VAE_GEN, SupportedModel.LDM)
@@ -113,3 +114,125 @@ class SynthTrainConfig(StrictModel):
             raise ValueError("task.autoencoder_checkpoint / autoencoder_steps are for ldm only")
         if self.fit == "resize" and m.spatial_dims == 3 and cfg.data.patch_size is None:
             raise ValueError("task synth: data.patch_size is the generated size")
+
+
+class SynthesisSettings(StrictModel):
+    """What ``medgen synthesize`` is asked to do, validated before the model is loaded.
+
+    The fields are the command's options; :meth:`check_inputs` then reads the checkpoint's
+    ``config.json``/``card.json`` (no torch) to check that it is a synthesis model, that the
+    conditions name its conditions with valid values, that the sampler suits it, and that the
+    memorization check has a training manifest with the splits it needs. Errors are one line
+    naming the option.
+    """
+
+    model: str
+    n: int = Field(ge=1)
+    conditions: list[str] = Field(default_factory=list)
+    seed: int = 0
+    batch: int = Field(4, ge=1)
+    fmt: Literal["nifti", "dicom"] = "nifti"
+    indices: list[int] | None = None
+    sampler: choice(SupportedSampler, "sampler") | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0)
+    device: Device = "auto"
+    amp: choice(SupportedAmp, "amp") = SupportedAmp.AUTO
+    train_manifest: str | None = None
+    manifest_root: str | None = None
+    train_split: str = "train"
+    heldout_splits: list[str] = Field(default_factory=lambda: ["val", "test"])
+    memorization: bool = True
+    keep_flagged: bool = False
+    memorization_percentile: float = Field(5.0, gt=0, lt=100)
+    memorization_margin: float = Field(0.5, ge=0)
+    memorization_rule: Literal["both", "either"] = "both"
+    embedding: Literal["random", "autoencoder"] = "random"
+
+    @model_validator(mode="after")
+    def _check(self):
+        bad = [i for i in self.indices or [] if not 0 <= i < self.n]
+        if bad:
+            raise ValueError(f"indices: {bad[0]} is outside 0..{self.n - 1}")
+        if self.keep_flagged and not self.memorization:
+            raise ValueError("keep_flagged: needs the memorization check (it keeps what it flags)")
+        if self.memorization and self.train_manifest is None:
+            raise ValueError("train_manifest: the memorization check needs the model's training "
+                             "manifest (or --no-memorization-check to skip it, recorded)")
+        return self
+
+    #: command-line spelling of the fields whose option is not ``--field-name``
+    OPTIONS: ClassVar[dict[str, str]] = {
+        "n": "-n", "fmt": "--format", "indices": "--index", "conditions": "--condition",
+        "manifest_root": "--root", "heldout_splits": "--heldout-split",
+        "memorization": "--no-memorization-check"}
+
+    @classmethod
+    def from_cli(cls, **options: Any) -> SynthesisSettings:
+        """Validate the command's options; a ConfigError naming the option (``--format: ...``)."""
+        from pydantic import ValidationError
+
+        from medgen.config.base import format_error
+        from medgen.errors import ConfigError
+
+        try:
+            return cls.model_validate(options)
+        except ValidationError as err:
+            e = err.errors()[0]
+            msg = format_error(e, cls)
+            key = msg.split(":", 1)[0]
+            if key in cls.model_fields:
+                opt = cls.OPTIONS.get(key, "--" + key.replace("_", "-"))
+                raise ConfigError(opt, msg.split(":", 1)[1].strip()) from None
+            raise ConfigError(None, msg) from None
+
+    def check_inputs(self) -> None:
+        """Check the checkpoint, conditions, sampler and manifest (torch-free); ConfigError."""
+        import json
+        from pathlib import Path
+
+        from medgen.errors import ConfigError
+        from medgen.models import parse_model_config
+        from medgen.models.synth.config import encode_conditions
+        from medgen.synth.sampling import parse_conditions
+
+        p = Path(self.model)
+        if not (p / "config.json").is_file() or not (p / "card.json").is_file():
+            raise ConfigError("--model", f"'{p.name}' is not a checkpoint folder (config.json, "
+                              "card.json)")
+        try:
+            cfg = parse_model_config(json.loads((p / "config.json").read_text()))
+            task = json.loads((p / "card.json").read_text()).get("task")
+        except ValueError as exc:
+            raise ConfigError("--model", f"{p.name}: {getattr(exc, 'reason', exc)}") from None
+        if cfg.name not in SYNTH_MODELS or task != "synth":
+            raise ConfigError("--model", f"'{p.name}' is not a synthesis model ({cfg.name}, task "
+                              f"{task}); synthesis models: {', '.join(SYNTH_MODELS)}")
+        try:
+            encode_conditions(cfg.conditions, parse_conditions(self.conditions))
+        except ValueError as exc:
+            raise ConfigError("--condition", str(exc)) from None
+        self._check_sampler(cfg)
+        if self.memorization:
+            from medgen.train.preflight import check_splits, load_manifest
+
+            m = load_manifest("--train-manifest", self.train_manifest, self.manifest_root)
+            check_splits(m, self.train_split, None,
+                         ("--train-manifest", "--train-split", "--heldout-split"))
+
+    def _check_sampler(self, cfg) -> None:
+        from medgen.errors import ConfigError
+
+        given = {k: v for k, v in (("--sampler", self.sampler), ("--steps", self.steps),
+                                   ("--guidance", self.guidance)) if v is not None}
+        if cfg.name != SupportedModel.LDM:
+            if given:
+                from pathlib import Path
+
+                raise ConfigError(next(iter(given)), f"is for ldm models ('{Path(self.model).name}'"
+                                  f" is {cfg.name}, sampled from its prior)")
+            return
+        try:
+            cfg.diffusion.check_sampler(self.sampler or cfg.diffusion.default_sampler())
+        except ValueError as exc:
+            raise ConfigError("--sampler", str(exc)) from None

@@ -105,6 +105,10 @@ class _TaskHooks:
         """Train and val split of the task's own manifest (``kind: manifest``) and their keys."""
         raise NotImplementedError
 
+    def input_root(self, key: str) -> str | None:
+        """The root folder of the task's own manifest named by ``key`` (None: its summary's)."""
+        return None
+
 
 def _check_noise_modality(preset: str | None, modality: str, key: str) -> None:
     """A preset written for another modality (an MR Rician preset on a CT model) is refused."""
@@ -212,6 +216,9 @@ class TranslateTask(TranslateTrainConfig, _TaskHooks):
 
     def input_paths(self, cfg: TrainConfig) -> list[tuple[str, str | None, str]]:
         return [("task.target_manifest", self.target_manifest, "manifest")]
+
+    def input_root(self, key: str) -> str | None:
+        return self.target_root
 
     def input_splits(self, cfg: TrainConfig) -> tuple[str | None, str | None, tuple[str, str, str]]:
         keys = ("task.target_manifest", "task.target_split", "task.target_val_split")

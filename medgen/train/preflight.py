@@ -100,7 +100,10 @@ def preflight(cfg, skip: Skip | None = None) -> list[str]:
         if path is None or skip(path):
             continue
         if kind == "manifest":
-            m = load_manifest(key, path)
+            root = cfg.task.input_root(key)
+            if root is not None and not skip(root) and not Path(root).is_dir():
+                raise ConfigError(key.replace("manifest", "root"), f"'{Path(root).name}' is not a folder")
+            m = load_manifest(key, path, root)
             train, val, keys = cfg.task.input_splits(cfg)
             warnings += check_splits(m, train, val, keys)
         else:

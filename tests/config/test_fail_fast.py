@@ -101,6 +101,8 @@ def test_force_names_no_step(tmp_path):
     (["steps.5.model=/nonexistent/ckpt"], ["steps.5.model", "not a checkpoint folder"]),
     (["steps.1.kind=died"], ["steps.1.kind", "did you mean 'deid'"]),
     (["steps.7.steps=[trian]"], ["steps.7.steps", "did you mean 'train'"]),
+    (["steps.1.options=[retain-uid]"], ["steps.1.options", "did you mean 'retain-uids'"]),
+    (["steps.1.src=/nonexistent/dicom"], ["steps.1.src", "'dicom' not found"]),
 ])
 def test_dry_run_validates_every_reference(tmp_path, sets, words):
     args = [x for s in sets for x in ("--set", s)]
