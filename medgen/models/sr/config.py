@@ -118,7 +118,7 @@ class SRTrainConfig(StrictModel):
     slice-profile averaging then resampling onto the thick grid along every axis with a factor > 1
     (``medgen.transforms`` ``thick_slice``), except the ``kspace_axes`` (MR in-plane), which keep
     the central ``1/f`` of k-space (``kspace_truncation``, crop). The optional noise is the
-    training config's ``degradation.preset``, applied to the LR input.
+    SR task's ``degradation`` preset, applied to the LR input.
 
     Loss: phase 1 (``step < warmup_steps``) ``l1_weight * L1 + freq_weight * FFT-magnitude L1``;
     phase 2 adds ``adv_weight * adversarial`` (LSGAN or hinge, discriminator stepped too) and

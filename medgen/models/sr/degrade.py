@@ -14,7 +14,7 @@ HR -> LR, per volume axis with a factor ``f > 1``:
   cell-centred convention of :func:`medgen.infer.sr.upsampled_geometry`.
 
 Every degradation is a deterministic function of its inputs; noise (the training config's
-``degradation.preset``) is added by the task with a step-indexed seed.
+``task.degradation``) is added by the task with a step-indexed seed.
 """
 
 from __future__ import annotations
