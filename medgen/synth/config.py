@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -9,6 +10,7 @@ from pydantic import Field, model_validator
 from medgen.config.base import StrictModel
 from medgen.config.fields import Device, choice
 from medgen.config.supported import SupportedAmp, SupportedModel, SupportedSampler
+from medgen.errors import ConfigError
 from medgen.models.synth.config import ConditionSpec, DiffusionSettings
 
 SYNTH_MODELS = (SupportedModel.VAE_GEN, SupportedModel.LDM)
@@ -116,6 +118,22 @@ class SynthTrainConfig(StrictModel):
             raise ValueError("task synth: data.patch_size is the generated size")
 
 
+def parse_conditions(items: Sequence[str] | dict[str, Any] | None) -> dict[str, str]:
+    """``["tissue=bright", "age=40"]`` -> ``{"tissue": "bright", "age": "40"}``."""
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return {str(k): v for k, v in items.items()}
+    out = {}
+    for it in items:
+        k, sep, v = str(it).partition("=")
+        if not sep or not k.strip():
+            raise ConfigError("--condition", f"'{it}' is not NAME=VALUE")
+        out[k.strip()] = v.strip()
+    return out
+
+
+
 class SynthesisSettings(StrictModel):
     """What ``medgen synthesize`` is asked to do, validated before the model is loaded.
 
@@ -173,7 +191,6 @@ class SynthesisSettings(StrictModel):
         from pydantic import ValidationError
 
         from medgen.config.base import format_error
-        from medgen.errors import ConfigError
 
         try:
             return cls.model_validate(options)
@@ -191,10 +208,8 @@ class SynthesisSettings(StrictModel):
         import json
         from pathlib import Path
 
-        from medgen.errors import ConfigError
         from medgen.models import parse_model_config
         from medgen.models.synth.config import encode_conditions
-        from medgen.synth.sampling import parse_conditions
 
         p = Path(self.model)
         if not (p / "config.json").is_file() or not (p / "card.json").is_file():
@@ -221,7 +236,6 @@ class SynthesisSettings(StrictModel):
                          ("--train-manifest", "--train-split", "--heldout-split"))
 
     def _check_sampler(self, cfg) -> None:
-        from medgen.errors import ConfigError
 
         given = {k: v for k, v in (("--sampler", self.sampler), ("--steps", self.steps),
                                    ("--guidance", self.guidance)) if v is not None}

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medgen.errors import ConfigError
+from medgen.synth.config import parse_conditions
 
 log = logging.getLogger("medgen.synth")
 
@@ -55,21 +56,6 @@ def blocks(n: int, batch: int, indices: Sequence[int] | None = None) -> list[lis
         blk = list(range(start, min(n, start + batch)))
         if want is None or want.intersection(blk):
             out.append(blk)
-    return out
-
-
-def parse_conditions(items: Sequence[str] | dict[str, Any] | None) -> dict[str, str]:
-    """``["tissue=bright", "age=40"]`` -> ``{"tissue": "bright", "age": "40"}``."""
-    if items is None:
-        return {}
-    if isinstance(items, dict):
-        return {str(k): v for k, v in items.items()}
-    out = {}
-    for it in items:
-        k, sep, v = str(it).partition("=")
-        if not sep or not k.strip():
-            raise ConfigError("--condition", f"'{it}' is not NAME=VALUE")
-        out[k.strip()] = v.strip()
     return out
 
 
