@@ -89,15 +89,11 @@ class SynthResult:
 
 
 def _device_amp(device: str, amp: str):
-    import torch
+    """Device and autocast dtype from the shared resolver (:mod:`medgen.utils.device`)."""
+    from medgen.utils.device import resolve_amp, resolve_device
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    dtype = None
-    if dev.type == "cuda" and amp != "off":
-        dtype = (torch.float16 if amp == "fp16" else torch.bfloat16
-                 if amp == "bf16" or torch.cuda.is_bf16_supported() else torch.float16)
-    return dev, dtype
+    dev = resolve_device(device)
+    return dev, resolve_amp(amp, dev)
 
 
 def prepare_memorization_check(model, card, train_manifest: str | Path, *, root: str | Path | None = None,

@@ -24,6 +24,7 @@ from medgen.config.load import dump_config
 from medgen.manifest import Manifest
 from medgen.train.config import TrainConfig
 from medgen.train.data import step_seed, volume_dataset
+from medgen.utils.device import resolve_amp, resolve_device
 from medgen.utils.hashing import sha256_bytes
 
 log = logging.getLogger("medgen.train")
@@ -39,23 +40,6 @@ class TrainResult:
     weights_sha256: str = ""
     mlflow_run_id: str | None = None
     stopped_early: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; never on CPU (no speed-up for convs there)."""
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    if cfg.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:
@@ -125,7 +109,7 @@ class Trainer:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
         set_determinism(cfg.seed, cfg.deterministic)
-        self.amp = amp_dtype(cfg, self.device)
+        self.amp = resolve_amp(cfg.amp, self.device)
         self.quiet = quiet
         self.progress = progress
         self.config_yaml = dump_config(cfg)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 
@@ -16,8 +14,9 @@ def sliding_predict(model, x: torch.Tensor, roi: list[int], *, sw_batch_size: in
 
     device = device or next(model.parameters()).device
     roi = [min(p, s) for p, s in zip(roi, x.shape[2:])]
-    ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with ctx, torch.no_grad():
+    from medgen.utils.device import autocast
+
+    with autocast(device, amp), torch.no_grad():
         out = sliding_window_inference(x.to(device), roi, sw_batch_size, lambda t: predict(model, t),
                                        overlap=overlap, mode="gaussian")
     return out.float().cpu()

@@ -13,7 +13,6 @@ regenerates a sample bit-exactly by recomputing its fixed batch block, see
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,9 +36,10 @@ class NoiseStreams:
 
 
 def amp_context(device: torch.device, amp: torch.dtype | None):
-    if amp is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=amp)
+    """Autocast on CUDA only (the shared rule of :func:`medgen.utils.device.autocast`)."""
+    from medgen.utils.device import autocast
+
+    return autocast(device, amp)
 
 
 def kl_loss(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -48,9 +47,10 @@ class TrainTask:
         raise NotImplementedError
 
     def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        """Mixed precision on CUDA only (:func:`medgen.utils.device.autocast`)."""
+        from medgen.utils.device import autocast
+
+        return autocast(self.device, self.amp)
 
     def step_optimizer(self, name: str, loss: torch.Tensor, params, clip: float | None) -> float | None:
         """Backward + (unscale, clip) + step + scheduler step for one optimizer; returns grad norm."""
