@@ -136,18 +136,20 @@ def main() -> int:
               f"({args.n} x {args.size}^3, load avg {os.getloadavg()[0]:.1f})", file=sys.stderr)
 
         # the windows the job will see, normalised as the job does it (same process for 2 and 3)
-        from medgen.infer.job import discover_items, load_input
-        from medgen.infer.predictor import InferenceSettings, PredictorSpec
+        from medgen.infer.predictor import PredictorSpec
+        from medgen.infer.settings import InferenceSettings
+        from medgen.infer.sources import open_source
         from medgen.models.module import predict
 
         p = PredictorSpec.make(ckpt, InferenceSettings(device=args.device)).build()
         xs = []
-        for it in discover_items(src):
-            vol, _ = load_input(it)
+        source = open_source(src)
+        for it in source.discover("auto", b"k" * 32):
+            vol = source.load(it)
             x = torch.from_numpy(vol.array.astype(np.float32))[None]
             xn, _ = p.normalise(x)
             xs.append(xn[None])
-        plan = p.planner.plan(tuple(xs[0].shape[2:]), 1)
+        plan = p.plan(tuple(xs[0].shape[2:]))
         dev = torch.device(args.device if args.device != "auto" else p.device)
         windows = [capture_windows(p, x, list(plan.roi), p.settings.overlap, plan.sw_batch_size)
                    for x in xs]

@@ -64,7 +64,8 @@ class InferOptions:
 _OPTIONS: dict[str, tuple[Any, Any]] = {
     "device": (str, typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")),
     "roi": (str | None, typer.Option(None, "--roi", help="Sliding window, e.g. 96 or 96,96,64 "
-                                        "(default: the model card's patch size; planned on CUDA).")),
+                                        "(default: planned - the fewest computed voxels that "
+                                        "fit in memory, often the whole volume).")),
     "overlap": (float, typer.Option(0.25, "--overlap", help="Window overlap in [0, 1).")),
     "sw_batch_size": (int | None, typer.Option(None, "--sw-batch-size",
                                                   help="Windows per forward (default: 1 on CPU, "
@@ -87,7 +88,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "retries": (int, typer.Option(2, "--retries", help="Retries of transient errors per item.")),
     "retry_delay": (float, typer.Option(1.0, "--retry-delay",
                                         help="First retry backoff in seconds (doubles).")),
-    "engine": (str, typer.Option("local", "--engine", help="local or dask.")),
+    "engine": (str, typer.Option("local", "--engine", help="local or dask (or a registered plugin).")),
     "workers": (int | None, typer.Option(None, "--workers",
                                             help="dask: start a LocalCluster of N workers; local: "
                                                  "N worker processes (default one per GPU).")),
@@ -133,19 +134,6 @@ def infer_command(fn):
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__  # typer must see the new signature, not the original's
     return wrapper
-
-
-def parse_roi(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        vals = tuple(int(p) for p in parts)
-    except ValueError:
-        from medgen.errors import ConfigError
-
-        raise ConfigError("--roi", f"'{text}': integers like 96 or 96,96,64") from None
-    return vals * 3 if len(vals) == 1 else vals
 
 
 def _fmt_rate(v: float) -> str:
@@ -197,68 +185,65 @@ class _Bar:
                          info=f"{data.get('status')}")
 
 
-def build_settings(opts: InferOptions):
-    from medgen.infer.predictor import InferenceSettings
+def build_settings(model: str, src: Path, dst: Path, opts: InferOptions):
+    """The job's typed settings (:class:`medgen.infer.settings.JobSettings`); a bad value is ONE
+    ConfigError line naming the option, raised before torch is imported or anything is read."""
+    from medgen.infer.settings import job_settings
 
-    return InferenceSettings(roi_size=parse_roi(opts.roi), overlap=opts.overlap,
-                             sw_batch_size=opts.sw_batch_size, device=opts.device, amp=opts.amp,
-                             channels_last=opts.channels_last, spacing_tol=opts.spacing_tol,
-                             resample=opts.resample, weights=opts.weights, threads=opts.threads)
+    predictor = {"roi_size": opts.roi, "overlap": opts.overlap,
+                 "sw_batch_size": opts.sw_batch_size, "device": opts.device, "amp": opts.amp,
+                 "channels_last": opts.channels_last, "spacing_tol": opts.spacing_tol,
+                 "resample": opts.resample, "weights": opts.weights, "threads": opts.threads}
+    return job_settings(model=model, src=src, dst=dst, output_format=opts.output_format,
+                        overwrite=opts.overwrite, retries=opts.retries,
+                        retry_delay=opts.retry_delay, engine=opts.engine, workers=opts.workers,
+                        scheduler=opts.scheduler, dask_processes=opts.dask_processes,
+                        prefetch=opts.prefetch, root=opts.root, predictor=predictor)
+
+
+def prepare_job(task: str, model: str, src: Path, dst: Path, opts: InferOptions, *,
+                factory: str | None, options: dict[str, Any] | None):
+    """Settings -> device -> paths (DST against the inputs) -> model -> items: cheapest checks
+    first, so a bad value costs nothing."""
+    from medgen.infer.job import Job
+    from medgen.infer.predictor import PredictorSpec
+    from medgen.infer.sources import check_overlap, open_source
+    from medgen.track.models import resolve_model
+    from medgen.utils.device import resolve_device
+
+    cfg = build_settings(model, src, dst, opts)
+    resolve_device(cfg.predictor.device)
+    check_overlap(open_source(cfg.src, root=cfg.root).roots(), cfg.dst)
+    ckpt = resolve_model(cfg.model, tracking_uri=opts.tracking_uri)
+    spec = PredictorSpec.make(ckpt.resolve(), cfg.predictor, factory, options)
+    job = Job(spec, cfg.src, cfg.dst, output_format=cfg.output_format, overwrite=cfg.overwrite,
+              retries=cfg.retries, retry_delay=cfg.retry_delay, root=cfg.root,
+              prefetch=cfg.prefetch, task=task)
+    try:
+        job.prepare(engine=cfg.engine)
+    except BaseException:
+        job.close()
+        raise
+    return job, cfg
 
 
 def run_infer(task: str, model: str, src: Path, dst: Path, opts: InferOptions, *,
               factory: str | None = None, options: dict[str, Any] | None = None,
               experiment: str | None = None) -> int:
     """Run a batch-inference job from the command line; returns the exit code (0 / 2 / 3)."""
-    import json
-    import logging
-
-    from medgen.cli._common import console, fail
+    from medgen.cli._common import fail
     from medgen.errors import EXIT_USAGE, MedgenError
 
-    log = logging.getLogger("medgen.infer")
-    err = console(stderr=True)
-    job = None
     try:
-        from medgen.infer.job import Job
-        from medgen.infer.predictor import PredictorSpec, resolve_model
-
-        settings = build_settings(opts)
-        if opts.engine not in ("local", "dask"):
-            raise_cfg("--engine", f"unknown engine '{opts.engine}' (local or dask)")
-        ckpt = resolve_model(model, tracking_uri=opts.tracking_uri)
-        spec = PredictorSpec.make(ckpt.resolve(), settings, factory, options)
-        job = Job(spec, src, dst, output_format=opts.output_format, overwrite=opts.overwrite,
-                  retries=opts.retries, retry_delay=opts.retry_delay, root=opts.root,
-                  prefetch=opts.prefetch, task=task)
-        job.prepare(engine=opts.engine)
+        job, cfg = prepare_job(task, model, src, dst, opts, factory=factory, options=options)
     except MedgenError as exc:
-        if job is not None:
-            job.close()
         fail(exc, EXIT_USAGE)
     bar = _Bar(task, opts.quiet or not sys.stderr.isatty())
-    run_kwargs = dict(engine=opts.engine, workers=opts.workers, scheduler=opts.scheduler,
-                      progress=bar, processes=opts.dask_processes)
+    run_kwargs = dict(engine=cfg.engine, workers=cfg.workers, scheduler=cfg.scheduler,
+                      progress=bar, processes=cfg.dask_processes)
     try:
         if opts.track:
-            from medgen.infer.tracking import log_job_end, log_job_start
-            from medgen.track import start_run
-
-            name = opts.run_name or f"{task}-{job.job_digest[:8]}"
-            with start_run(experiment or f"medgen-{task}", name, tracking_uri=opts.tracking_uri,
-                           roots={"src": str(Path(src).resolve()), "dst": str(Path(dst).resolve())},
-                           tags={"medgen.task": task}) as run:
-                log_job_start(run, job, model=model, engine=opts.engine)
-                with bar.prog:
-                    summary = job.run(**run_kwargs)
-                summary.tracking_run_id = run.run_id
-                try:
-                    log_job_end(run, job, summary)
-                    from medgen.infer.tracking import seal_job
-
-                    seal_job(run, job, summary, model=model)
-                except Exception as exc:  # noqa: BLE001 - outputs are done; say so, keep the code
-                    log.warning("could not record the job in MLflow: %s", type(exc).__name__)
+            summary = _run_tracked(task, job, model, src, dst, opts, run_kwargs, bar, experiment)
         else:
             with bar.prog:
                 summary = job.run(**run_kwargs)
@@ -266,6 +251,41 @@ def run_infer(task: str, model: str, src: Path, dst: Path, opts: InferOptions, *
         fail(exc, EXIT_USAGE)
     finally:
         job.close()
+    _report(task, summary, dst)
+    return summary.exit_code
+
+
+def _run_tracked(task, job, model, src, dst, opts, run_kwargs, bar, experiment):
+    """The job inside an MLflow run (params first, outputs and the seal at the end)."""
+    import logging
+
+    from medgen.infer.tracking import log_job_end, log_job_start, seal_job
+    from medgen.track import start_run
+
+    name = opts.run_name or f"{task}-{job.job_digest[:8]}"
+    with start_run(experiment or f"medgen-{task}", name, tracking_uri=opts.tracking_uri,
+                   roots={"src": str(Path(src).resolve()), "dst": str(Path(dst).resolve())},
+                   tags={"medgen.task": task}) as run:
+        log_job_start(run, job, model=model, engine=run_kwargs["engine"])
+        with bar.prog:
+            summary = job.run(**run_kwargs)
+        summary.tracking_run_id = run.run_id
+        try:
+            log_job_end(run, job, summary)
+            seal_job(run, job, summary, model=model)
+        except Exception as exc:  # noqa: BLE001 - outputs are done; say so, keep the code
+            logging.getLogger("medgen.infer").warning("could not record the job in MLflow: %s",
+                                                      type(exc).__name__)
+    return summary
+
+
+def _report(task: str, summary, dst: Path) -> None:
+    """Failed/quarantined items (one line each), the summary line, and the JSON on stdout."""
+    import json
+
+    from medgen.cli._common import console
+
+    err = console(stderr=True)
     for f in summary.failures:
         err.print(f"{f['status']}: item {f['item']} {f['error']}", markup=False)
     rate = _fmt_rate(summary.voxels_per_s)
@@ -274,10 +294,3 @@ def run_infer(task: str, model: str, src: Path, dst: Path, opts: InferOptions, *
               f"({rate}); ledger {Path(dst) / 'ledger.jsonl'}", markup=False)
     typer.echo(json.dumps({k: v for k, v in summary.to_dict().items() if k != "failures"},
                           sort_keys=True))
-    return summary.exit_code
-
-
-def raise_cfg(where: str, reason: str):
-    from medgen.errors import ConfigError
-
-    raise ConfigError(where, reason)

@@ -9,8 +9,17 @@
    AMP (bf16 where supported, else fp16) inside each window, channels-last-3d when the planner
    measured it faster, window/batch from :class:`medgen.infer.planner.Planner` with step-down on
    out-of-memory;
-4. output geometry from the model's per-axis scale factor (:func:`scaled_geometry`): same world
-   extent, ``shape * scale`` voxels - so super-resolution reuses all of it.
+4. output geometry from the model's per-axis scale factor
+   (:func:`medgen.io.geometry.scaled_geometry`): same world extent, ``shape * scale`` voxels - so
+   super-resolution reuses all of it.
+
+What goes in is checked first (:meth:`VolumePredictor.check_input`): channels, voxel type, a 2D
+image through a 3D model and a 4D series through a single-volume model are refused by name (the
+item is quarantined with that one line), never silently run as ``64x64x1``.
+
+The window is planned by :func:`medgen.infer.planner.plan` from a :class:`~medgen.infer.planner.Probe`
+this class fills in (model window, divisor, activation memory per voxel, free GPU memory); the
+planner itself never touches torch.
 
 Other tasks subclass it and override only what differs::
 
@@ -30,16 +39,10 @@ Other tasks subclass it and override only what differs::
 and hand ``PredictorSpec(ckpt_dir, settings, factory="pkg.mod:UpscalePredictor",
 options={"factor": 4})`` to :class:`medgen.infer.job.Job`.
 """
-
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
 import importlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,294 +51,21 @@ from typing import Any
 
 import numpy as np
 
-from medgen.errors import ConfigError, MedgenError, ReadError
+from medgen.errors import ConfigError, ReadError
+from medgen.infer import planner, probes
+from medgen.infer.errors import TransientInferenceError, UnsuitableInputError
+from medgen.infer.settings import InferenceSettings
+from medgen.io.geometry import grid_for_spacing, per_axis, resample_onto, scaled_geometry
 from medgen.io.volume import Volume
+from medgen.utils.device import autocast, resolve_amp, resolve_device
 from medgen.utils.hashing import sha256_json
+
+__all__ = ["InferenceSettings", "ItemNotes", "PredictorSpec", "PredictorStats",
+           "TransientInferenceError", "UnsuitableInputError", "VolumePredictor"]
 
 log = logging.getLogger("medgen.infer")
 
-DEFAULT_OVERLAP = 0.25
 DEFAULT_ROI = 96
-
-
-class UnsuitableInputError(MedgenError):
-    """The input cannot go through this model (channels, dimensions). Quarantined, not retried."""
-
-
-class TransientInferenceError(MedgenError):
-    """Out of memory even after every step-down; retried (memory may free up)."""
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """What the user chose (CLI options); picklable, hashed into the job digest.
-
-    Attributes
-    ----------
-    roi_size : tuple of int, optional
-        Sliding window; default the card's patch size on CPU, the planner's choice on CUDA.
-    overlap : float, optional
-        Window overlap (default 0.25).
-    sw_batch_size : int, optional
-        Windows per forward; default 1 on CPU (identical bits whatever the thread count, so local
-        and Dask engines agree byte for byte; batching gives no throughput on CPU), the planner's
-        choice on CUDA.
-    mode, sigma_scale, padding_mode
-        Blending (``gaussian``) and padding of windows that stick out of the volume.
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    amp : str
-        ``auto`` (bf16 where supported, else fp16; CUDA only), ``bf16``, ``fp16`` or ``off``.
-    channels_last : str
-        ``auto`` (measured on CUDA), ``on`` or ``off``.
-    spacing_tol : float
-        Relative spacing difference to ``card.expected_spacing_mm`` above which we warn/resample.
-    resample : bool
-        Resample to the expected spacing and back instead of warning.
-    weights : str
-        ``auto`` (EMA when the checkpoint has it), ``model`` or ``ema``.
-    threads : int, optional
-        torch intra-op threads on CPU (default: torch's).
-    memory_fraction : float
-        Share of free GPU memory the planner may plan for.
-    profile : bool
-        Synchronise CUDA around each forward so ``stats.forward_seconds`` is exact (benchmarks).
-    """
-
-    roi_size: tuple[int, ...] | None = None
-    overlap: float = DEFAULT_OVERLAP
-    sw_batch_size: int | None = None
-    mode: str = "gaussian"
-    sigma_scale: float = 0.125
-    padding_mode: str = "replicate"
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: str = "auto"
-    spacing_tol: float = 0.2
-    resample: bool = False
-    weights: str = "auto"
-    threads: int | None = None
-    memory_fraction: float = 0.8
-    profile: bool = False
-
-    def __post_init__(self):
-        if self.roi_size is not None:
-            object.__setattr__(self, "roi_size", tuple(int(r) for r in self.roi_size))
-            if any(r < 1 for r in self.roi_size):
-                raise ConfigError("--roi", "window sizes must be positive")
-        if not 0 <= self.overlap < 1:
-            raise ConfigError("--overlap", "must be in [0, 1)")
-        if self.sw_batch_size is not None and self.sw_batch_size < 1:
-            raise ConfigError("--sw-batch-size", "must be >= 1")
-        if self.mode not in ("gaussian", "constant"):
-            raise ConfigError("mode", "gaussian or constant")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ConfigError("--amp", "auto, bf16, fp16 or off")
-        if self.channels_last not in ("auto", "on", "off"):
-            raise ConfigError("--channels-last", "auto, on or off")
-        if self.weights not in ("auto", "model", "ema"):
-            raise ConfigError("--weights", "auto, model or ema")
-        if not 0 < self.memory_fraction <= 1:
-            raise ConfigError("memory_fraction", "must be in (0, 1]")
-
-    def output_fields(self) -> dict[str, Any]:
-        """The settings that change output voxels (hashed into the job digest). The device and
-        thread count are not among them: a job may resume on another node."""
-        return {"roi_size": list(self.roi_size) if self.roi_size else "auto",
-                "overlap": self.overlap, "sw_batch_size": self.sw_batch_size or "auto",
-                "mode": self.mode, "sigma_scale": self.sigma_scale,
-                "padding_mode": self.padding_mode, "amp": self.amp, "resample": self.resample,
-                "spacing_tol": self.spacing_tol if self.resample else None,
-                "weights": self.weights}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["roi_size"] = list(self.roi_size) if self.roi_size else None
-        return d
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def per_axis(scale: float | Sequence[float], n: int = 3) -> tuple[float, ...]:
-    """A scalar or per-axis scale factor as an ``n``-tuple of floats."""
-    if isinstance(scale, (int, float, np.integer, np.floating)):
-        return (float(scale),) * n
-    s = tuple(float(v) for v in scale)
-    if len(s) != n:
-        raise ValueError(f"scale factor {s} must have {n} entries")
-    return s
-
-
-def scaled_geometry(shape: Sequence[int], affine: np.ndarray, scale: float | Sequence[float]
-                    ) -> tuple[tuple[int, ...], np.ndarray]:
-    """Output grid of a model with scale factor ``scale``: same world extent, finer voxels.
-
-    Voxel *edges* are kept: the input's box (from half a voxel before the first centre to half a
-    voxel after the last, along every axis) is the output's box. With ``f = out_n / in_n`` per
-    axis, the spacing becomes ``spacing / f`` and the first centre moves by ``(1/f - 1) / 2``
-    input voxels. ``scale == 1`` returns the input grid unchanged.
-
-    Parameters
-    ----------
-    shape : sequence of int
-        Input spatial shape ``(I, J, K)``.
-    affine : (4, 4) array
-        Input voxel-to-LPS affine.
-    scale : float or sequence of float
-        Per-axis factor (``(1, 1, 4)`` for 4x through-plane super-resolution).
-
-    Returns
-    -------
-    (shape, affine)
-    """
-    shape = tuple(int(s) for s in shape)
-    s = per_axis(scale, len(shape))
-    out = tuple(max(1, int(round(n * f))) for n, f in zip(shape, s))
-    if out == shape:
-        return shape, np.asarray(affine, dtype=np.float64).copy()
-    f = np.array(out, dtype=np.float64) / np.array(shape, dtype=np.float64)
-    a = np.asarray(affine, dtype=np.float64)
-    new = np.eye(4)
-    new[:3, :3] = a[:3, :3] @ np.diag(1.0 / f)
-    new[:3, 3] = a[:3, 3] + a[:3, :3] @ ((1.0 / f - 1.0) / 2.0)
-    return out, new
-
-
-def _sitk_grid(shape, affine):
-    import SimpleITK as sitk
-
-    ref = sitk.Image([int(s) for s in shape], sitk.sitkFloat32)
-    v = Volume(np.zeros((1, 1, 1), np.float32), affine)
-    ref.SetSpacing([float(x) for x in v.spacing])
-    ref.SetOrigin([float(x) for x in v.origin])
-    ref.SetDirection([float(x) for x in v.direction.flatten()])
-    return ref
-
-
-def resample_onto(vol: Volume, shape: Sequence[int], affine: np.ndarray) -> Volume:
-    """Linear resampling of a scalar volume onto another grid (SimpleITK; edges extrapolated)."""
-    import SimpleITK as sitk
-
-    f = sitk.ResampleImageFilter()
-    f.SetReferenceImage(_sitk_grid(shape, affine))
-    f.SetInterpolator(sitk.sitkLinear)
-    f.SetUseNearestNeighborExtrapolator(True)
-    src = Volume(vol.array.astype(np.float32), vol.affine, vol.meta)
-    out = Volume.from_sitk(f.Execute(src.to_sitk()), vol.meta)
-    return Volume(out.array.astype(np.float32), out.affine, dict(vol.meta))
-
-
-def grid_for_spacing(vol: Volume, spacing: Sequence[float]) -> tuple[tuple[int, ...], np.ndarray]:
-    """A grid over the same world extent as ``vol`` with (about) the given spacing."""
-    sp = np.asarray(list(spacing) + list(vol.spacing[len(spacing):]), dtype=np.float64)
-    scale = vol.spacing / sp
-    return scaled_geometry(vol.shape, vol.affine, tuple(scale))
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def resolve_device(spec: str):
-    """``auto`` -> ``cuda`` when available, else ``cpu``; checks ``cuda:N`` exists."""
-    import torch
-
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-            else torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device", f"'{spec}' asked for but CUDA is not available "
-                              "(use --device cpu or auto)")
-        dev = torch.device(spec)
-        idx = dev.index if dev.index is not None else torch.cuda.current_device()
-        if idx >= torch.cuda.device_count():
-            raise ConfigError("--device", f"'{spec}': only {torch.cuda.device_count()} GPU(s) visible")
-        return torch.device("cuda", idx)
-    raise ConfigError("--device", f"'{spec}': use auto, cpu, cuda or cuda:N")
-
-
-def resolve_amp(amp: str, device) -> Any:
-    """The autocast dtype (None: full precision). AMP only on CUDA."""
-    import torch
-
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-# --------------------------------------------------------------------------- model resolution
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("MEDGEN_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "medgen"
-
-
-def resolve_model(model: str, *, tracking_uri: str | None = None,
-                  cache_dir: str | Path | None = None) -> Path:
-    """A local checkpoint folder for ``model``.
-
-    ``model`` is a checkpoint folder, ``runs:/<run_id>/<artifact path>`` (e.g.
-    ``runs:/abc123/checkpoints/best``) or ``models:/<name>/<version or alias>``. MLflow URIs are
-    downloaded once into ``cache_dir`` (default ``$MEDGEN_CACHE_DIR`` or ``~/.cache/medgen``)
-    under a folder named by the URI's digest; the checkpoint's own digests are verified on load
-    (nothing is unpickled: weights are safetensors).
-    """
-    if "://" not in model and not model.startswith(("runs:/", "models:/")):
-        p = Path(model)
-        if not (p / "config.json").is_file():
-            raise ConfigError("--model", f"'{p.name}' is not a checkpoint folder (no config.json)")
-        return p
-    from medgen.track.store import ensure_store, telemetry_off
-    from medgen.utils.atomic import atomic_dir
-
-    telemetry_off()
-    uri = ensure_store(tracking_uri)
-    key = hashlib.sha256(f"{uri}\0{model}".encode()).hexdigest()[:24]
-    dst = Path(cache_dir) if cache_dir else _cache_root() / "models"
-    final = dst / key
-    if (final / "config.json").is_file():
-        return final
-    from mlflow.artifacts import download_artifacts
-
-    try:
-        with atomic_dir(final) as tmp:
-            stage = tmp / ".download"  # MLflow nests the artifact path under dst_path
-            if model.startswith("runs:/"):
-                run_id, _, path = model[len("runs:/"):].partition("/")
-                if not run_id or not path:
-                    raise ConfigError("--model", "runs:/ URIs look like runs:/<run_id>/checkpoints/best")
-                got = Path(download_artifacts(run_id=run_id, artifact_path=path.strip("/"),
-                                              dst_path=str(stage), tracking_uri=uri))
-            else:
-                got = Path(download_artifacts(artifact_uri=model, dst_path=str(stage),
-                                              tracking_uri=uri))
-            if not got.is_dir():
-                raise ConfigError("--model", "the MLflow artifact is a file, not a checkpoint folder")
-            for f in list(got.iterdir()):
-                os.replace(f, tmp / f.name)
-            shutil.rmtree(stage, ignore_errors=True)
-            if not (tmp / "config.json").is_file():
-                raise ConfigError("--model", "the MLflow artifact is not a medgen checkpoint "
-                                  "(no config.json)")
-    except MedgenError:
-        raise
-    except Exception as exc:  # mlflow raises its own exception types for unknown runs/models
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ConfigError("--model", f"could not fetch from MLflow: {msg}") from None
-    return final
-
-
-# --------------------------------------------------------------------------- predictor
 
 
 @dataclass
@@ -357,6 +87,7 @@ class ItemNotes:
     spacing_mismatch: bool = False
     resampled: bool = False
     cuda_max_allocated_mb: float | None = None
+    threads: int | None = None
 
 
 class VolumePredictor:
@@ -398,9 +129,8 @@ class VolumePredictor:
         self.channels_last = False
         self.stats = PredictorStats()
         self.notes = ItemNotes()
-        from medgen.infer.planner import Planner
-
-        self.planner = Planner(self)
+        self.cap: planner.Plan | None = None  # the largest plan known to fit after an OOM
+        self.probe_cache: dict[tuple, Any] = {}  # medgen.infer.probes keeps its figures here
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -468,11 +198,59 @@ class VolumePredictor:
                 "scale_factor": list(self.scale_factor()), "options": self.options,
                 "settings": self.settings.output_fields()}
 
+    # ------------------------------------------------------------------ inputs
+    def check_input(self, vol: Volume) -> None:
+        """Refuse, by name, what this model cannot take (the item is quarantined):
+
+        * a 4D series (time points, diffusion directions...) through a single-volume model;
+        * a channel count other than the model's;
+        * a 2D image (one slice) through a 3D model - its 3D context would be a replicated
+          slice, a result no reader should trust; a slice-wise (2D) model takes it;
+        * complex or non-numeric voxels.
+        """
+        arr = vol.array
+        dims = "x".join(str(s) for s in arr.shape)
+        chans = 1 if arr.ndim == 3 else int(arr.shape[3])
+        if chans != self.in_channels:
+            if self.in_channels == 1:
+                raise UnsuitableInputError(None, f"4D input ({dims}): the model takes one 3D "
+                                           "volume per item; split the series first")
+            raise UnsuitableInputError(None, f"model takes {self.in_channels} channel(s), the "
+                                       f"volume has {chans}")
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise UnsuitableInputError(None, f"unsupported voxel type {arr.dtype}")
+        flat = [a for a, s in enumerate(vol.shape) if s == 1]
+        if self.spatial_dims == 3 and flat:
+            raise UnsuitableInputError(None, f"2D image ({dims}) refused: this is a 3D model "
+                                       "and needs a volume; use a 2D (slice-wise) model")
+        if self.spatial_dims == 2 and any(a != 2 for a in flat):
+            raise UnsuitableInputError(None, f"single slice along axis {'ijk'[flat[0]]} ({dims}):"
+                                       " a slice-wise model needs the slice in the i-j plane")
+
+    def _check_spacing(self, vol: Volume) -> Volume | None:
+        exp = self.card.expected_spacing_mm if self.card is not None else None
+        if not exp:
+            return None
+        exp = [float(e) for e in exp]
+        have = vol.spacing[: len(exp)]
+        rel = float(np.max(np.abs(have - exp) / np.asarray(exp)))
+        if rel <= self.settings.spacing_tol:
+            return None
+        self.notes.spacing_mismatch = True
+        if self.settings.resample:
+            shape, aff = grid_for_spacing(vol, exp)
+            self.notes.resampled = True
+            return resample_onto(vol, shape, aff)
+        log.warning("spacing %s mm differs from the model's expected %s mm by %.0f%% "
+                    "(use --resample to resample)", [round(float(s), 3) for s in vol.spacing],
+                    exp, 100 * rel)
+        return None
+
     # ------------------------------------------------------------------ machinery
     def base_roi(self) -> tuple[int, ...]:
-        """The window from the settings, else the card's/config's patch size, else 96."""
-        roi = self.settings.roi_size or (self.card.patch_size if self.card else None) \
-            or getattr(self.config, "patch_size", None)
+        """The model's own window: the card's/config's patch size, else 96 (``--roi`` fixes the
+        window separately, see :func:`medgen.infer.planner.plan`)."""
+        roi = (self.card.patch_size if self.card else None) or getattr(self.config, "patch_size", None)
         if roi is None:
             roi = [DEFAULT_ROI] * self.spatial_dims
         roi = tuple(int(r) for r in roi)
@@ -481,6 +259,16 @@ class VolumePredictor:
         if len(roi) != 3:
             raise ConfigError("--roi", f"window {list(roi)} needs 3 entries for a 3D model")
         return roi
+
+    def _fixed_roi(self) -> tuple[int, ...] | None:
+        roi = self.settings.roi_size
+        if roi is None:
+            return None
+        if self.spatial_dims == 2:
+            return tuple(roi[:2]) + (1,)
+        if len(roi) != 3:
+            raise ConfigError("--roi", f"window {list(roi)} needs 3 entries for a 3D model")
+        return tuple(roi)
 
     def network(self, x):
         """The callable handed to ``sliding_window_inference``: 2D-model slicing, AMP,
@@ -493,9 +281,7 @@ class VolumePredictor:
             x = x[..., 0]
         if self.channels_last and x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        ctx = (torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-               if self.amp_dtype is not None and x.device.type == "cuda" else contextlib.nullcontext())
-        with ctx:
+        with autocast(x.device, self.amp_dtype):
             y = self.predict_fn(x)
         y = y.float().contiguous()
         if two_d:
@@ -506,7 +292,15 @@ class VolumePredictor:
         self.stats.windows += int(x.shape[0])
         return y
 
-    def _run_plan(self, x, plan):
+    def plan(self, shape: Sequence[int]) -> planner.Plan:
+        st = self.settings
+        p = planner.plan(shape, probes.probe(self, shape), roi_size=self._fixed_roi(), overlap=st.overlap,
+                         sw_batch_size=st.sw_batch_size, window_memory_gb=st.window_memory_gb,
+                         memory_fraction=st.memory_fraction)
+        return planner.apply_cap(p, self.cap)
+
+    # ------------------------------------------------------------------ running
+    def _run_plan(self, x, plan: planner.Plan):
         import torch
         from monai.inferers import sliding_window_inference
 
@@ -531,10 +325,12 @@ class VolumePredictor:
 
     def infer_tensor(self, x):
         """``(1, C, I, J, K)`` normalised -> ``(1, C', *shape * scale)`` on CPU, stepping down the
-        plan on CUDA out-of-memory (batch, then window, then CPU stitching)."""
+        plan on out-of-memory (batch, then window, then CPU stitching)."""
         import torch
 
-        plan = self.planner.plan(tuple(x.shape[2:]), int(x.shape[1]))
+        shape = tuple(x.shape[2:])
+        plan = self.plan(shape)
+        divisor = int(getattr(self.model, "size_divisor", 1) or 1)
         while True:
             try:
                 y = self._run_plan(x, plan)
@@ -543,56 +339,27 @@ class VolumePredictor:
             except torch.cuda.OutOfMemoryError:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                nxt = self.planner.step_down(plan, tuple(x.shape[2:]))
+                nxt = planner.step_down(plan, divisor)
                 self.stats.oom_stepdowns += 1
                 if nxt is None:
                     raise TransientInferenceError(None, "out of GPU memory even with a 1-window batch, "
                                                   "the smallest window and CPU stitching") from None
                 log.warning("out of GPU memory with %s; stepping down to %s", plan.short(), nxt.short())
-                plan = nxt
-
-    def _check_spacing(self, vol: Volume) -> Volume | None:
-        exp = self.card.expected_spacing_mm if self.card is not None else None
-        if not exp:
-            return None
-        exp = [float(e) for e in exp]
-        have = vol.spacing[: len(exp)]
-        rel = float(np.max(np.abs(have - exp) / np.asarray(exp)))
-        if rel <= self.settings.spacing_tol:
-            return None
-        self.notes.spacing_mismatch = True
-        if self.settings.resample:
-            shape, aff = grid_for_spacing(vol, exp)
-            self.notes.resampled = True
-            return resample_onto(vol, shape, aff)
-        log.warning("spacing %s mm differs from the model's expected %s mm by %.0f%% "
-                    "(use --resample to resample)", [round(float(s), 3) for s in vol.spacing],
-                    exp, 100 * rel)
-        return None
+                self.cap = plan = nxt
 
     def __call__(self, vol: Volume) -> Volume:
         """Predict one volume; returns a new :class:`Volume` on the output grid."""
         import torch
 
-        self.notes = ItemNotes()
+        self.notes = ItemNotes(threads=torch.get_num_threads() if self.device.type == "cpu" else None)
+        self.check_input(vol)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        arr = vol.array
-        if arr.ndim == 3:
-            chans = 1
-        else:
-            chans = arr.shape[3]
-        if chans != self.in_channels:
-            raise UnsuitableInputError(None, f"model takes {self.in_channels} channel(s), "
-                                       f"the volume has {chans}")
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise UnsuitableInputError(None, f"unsupported voxel type {arr.dtype}")
         work = self._check_spacing(vol) or vol
         a = work.array.astype(np.float32, copy=False)
         x = torch.from_numpy(np.ascontiguousarray(a[None] if a.ndim == 3 else np.moveaxis(a, -1, 0)))
         xn, rec = self.normalise(x)
-        y = self.infer_tensor(xn[None])[0]
-        y = self.denormalise(y, rec)
+        y = self.denormalise(self.infer_tensor(xn[None])[0], rec)
         out = y.numpy().astype(np.float32, copy=False)
         out = out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)
         shape, aff = self.output_geometry(work.shape, work.affine)
@@ -634,8 +401,9 @@ class PredictorSpec:
     Attributes
     ----------
     ckpt_dir : str
-        Local checkpoint folder (resolve MLflow URIs first with :func:`resolve_model`); on a
-        cluster it must be visible to every worker (shared filesystem).
+        Local checkpoint folder (resolve MLflow URIs first with
+        :func:`medgen.track.models.resolve_model`); on a cluster it must be visible to every
+        worker (shared filesystem).
     settings : InferenceSettings
     factory : str
         ``"module:Class"`` of a :class:`VolumePredictor` subclass.
@@ -655,8 +423,14 @@ class PredictorSpec:
                    factory or "medgen.infer.predictor:VolumePredictor",
                    tuple(sorted((options or {}).items())))
 
+    def with_settings(self, **changes: Any) -> PredictorSpec:
+        """The same recipe with some settings changed (e.g. ``device`` per worker process)."""
+        import dataclasses
+
+        return dataclasses.replace(self, settings=self.settings.replace(**changes))
+
     def with_device(self, device: str) -> PredictorSpec:
-        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, device=device))
+        return self.with_settings(device=device)
 
     def build(self) -> VolumePredictor:
         cls = import_object(self.factory)

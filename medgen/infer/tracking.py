@@ -7,20 +7,25 @@ What a run holds:
 * tags: ``medgen.model.weights_sha256``, ``medgen.model.config_sha256``, ``medgen.job_digest``,
   ``medgen.manifest.input.sha256`` (the *input manifest digest*: sha256 of the sorted
   ``[item id, input sha256]`` list), ``medgen.output_manifest.sha256`` (of the artifact);
-* artifacts: ``outputs/output_manifest.json`` (item id, relative output path, sha256 of every
-  output file, canonical JSON) and ``outputs/summary.json``;
+* artifacts: ``outputs/output_manifest.json`` (keyed item ids, input sha256 and the sha256 of
+  every output file, canonical JSON; the same bytes as ``DST/output_manifest.json``) and
+  ``outputs/summary.json`` (failures by item id and status only);
 * metrics: items ok / skipped / failed / quarantined / retried, voxels, seconds, voxels per second,
   forward seconds, peak RSS.
 
-Everything passes medgen's PHI guard (:mod:`medgen.track.phi`); relative paths that look
-identifying are redacted in the logged copy, never in the job's own files.
+No relative input path reaches MLflow (issue 13.3): item ids are keyed pseudonyms
+(:mod:`medgen.infer.items`), output files are named ``<item id>.nii.gz`` / ``<item id>/IM00001.dcm``,
+and the summary's failure list carries no paths or free text. Relative paths stay in DST's own
+ledger, quarantine list and summary, which are never uploaded. Everything logged still passes
+medgen's PHI guard (:mod:`medgen.track.phi`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from medgen.track.models import model_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     from medgen.infer.job import Job, JobSummary
@@ -31,15 +36,7 @@ TAG_CONFIG = "medgen.model.config_sha256"
 TAG_JOB = "medgen.job_digest"
 TAG_OUTPUT_MANIFEST = "medgen.output_manifest.sha256"
 
-
-def model_reference(model: str) -> dict[str, str]:
-    """A non-identifying description of ``--model`` (folder name, or the MLflow URI)."""
-    if model.startswith("runs:/"):  # split: the guard would take "/<path>" after a hex id for a path
-        run_id, _, path = model[len("runs:/"):].partition("/")
-        return {"model_run_id": run_id, "model_artifact_path": path}
-    if model.startswith("models:/"):
-        return {"model_uri": model}
-    return {"model_dir": Path(model).name}
+__all__ = ["log_job_end", "log_job_start", "model_reference", "seal_job"]
 
 
 def log_job_start(run: Run, job: Job, *, model: str, engine: str,
@@ -63,11 +60,12 @@ def log_job_start(run: Run, job: Job, *, model: str, engine: str,
 
 
 def log_job_end(run: Run, job: Job, summary: JobSummary) -> None:
+    from medgen.infer.summary import shared_summary
+
     run.log_manifest(summary.input_digest, role="input")
     run.log_json(job.output_manifest(), "outputs/output_manifest.json", canonical=True,
                  sha256_tag=TAG_OUTPUT_MANIFEST)
-    d = summary.to_dict()
-    run.log_json(d, "outputs/summary.json")
+    run.log_json(shared_summary(summary), "outputs/summary.json")
     metrics = {"items_ok": summary.ok, "items_skipped": summary.skipped,
                "items_failed": summary.failed, "items_quarantined": summary.quarantined,
                "items_retried": summary.retried, "voxels": summary.voxels,
@@ -94,8 +92,9 @@ def seal_job(run: Run, job: Job, summary: JobSummary, *, model: str) -> str:
         return hint if hint and not run.guard.findings(hint) else None
 
     p = job.predictor
-    model_hint = model if model.startswith(("runs:/", "models:/")) else safe(rel_hint(model))
-    rerun = {"task": job.task, "src_hint": safe(rel_hint(job.src)), "model_hint": model_hint,
+    model_ref = (model_reference(model) if model.startswith(("runs:/", "models:/"))
+                 else {"model_hint": safe(rel_hint(model))})  # a runs:/ URI, split (see above)
+    rerun = {"task": job.task, "src_hint": safe(rel_hint(job.src)), **model_ref,
              "root_hint": safe(rel_hint(job.root)) if job.root else None,
              "settings": p.settings.to_dict() if p is not None else {},
              "factory": job.spec.factory, "options": dict(job.spec.options),

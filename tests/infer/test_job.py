@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 
 from medgen.cli import app
 from medgen.errors import ConfigError
-from medgen.infer.job import Job, Ledger, discover_items
-from medgen.infer.predictor import InferenceSettings, PredictorSpec, VolumePredictor
+from medgen.infer.job import Job, discover_items
+from medgen.infer.ledger import Ledger
+from medgen.infer.predictor import PredictorSpec, VolumePredictor
+from medgen.infer.settings import InferenceSettings
 from medgen.utils.atomic import TMP_PREFIX
 
 from .infer_helpers import write_phantom
@@ -35,7 +37,7 @@ def _ledger_lines(dst: Path) -> list[dict]:
 
 def _files(root: Path) -> dict[str, bytes]:
     skip = {"ledger.jsonl", "summary.json", "quarantine.jsonl", ".medgen-job.lock",
-            "output_manifest.json"}
+            "output_manifest.json", ".medgen-item-key"}
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name not in skip}
 
@@ -48,17 +50,20 @@ def _temps(root: Path) -> list[Path]:
 
 
 def test_discovery_layout_and_output_paths(mixed_tree, tmp_path):
-    items = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "out")}
+    key = b"k" * 32
+    items = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "out", secret=key)}
     assert items["study1/ct5n"].kind == "dicom" and items["study1/ct5n"].out_rel == "study1/ct5n"
     assert len(items["study1/ct5n"].files) == 5  # the RT structure set is not part of the series
     assert items["nifti/a.nii.gz"].out_rel == "nifti/a.nii.gz"
     assert items["nifti/deep/b.nii.gz"].out_rel == "nifti/deep/b.nii.gz"
     assert "not an image (RT Structure Set Storage)" in items["study1/ct5n/rtstruct.dcm"].error
     assert items["bad/truncated"].kind == "dicom"  # header is fine; pixels are cut
-    # ids are stable and not paths
-    again = {it.rel: it.id for it in discover_items(mixed_tree, tmp_path / "out")}
+    # ids are stable under one key, keyed (another key, other ids) and not paths
+    again = {it.rel: it.id for it in discover_items(mixed_tree, tmp_path / "out", secret=key)}
     assert again == {k: v.id for k, v in items.items()}
     assert all(len(i) == 16 and "/" not in i for i in again.values())
+    other = {it.rel: it.id for it in discover_items(mixed_tree, tmp_path / "out", secret=b"o" * 32)}
+    assert set(other.values()).isdisjoint(again.values())
     # format conversion names
     conv = {it.rel: it for it in discover_items(mixed_tree, tmp_path / "o2", output_format="nifti")}
     assert conv["study1/ct5n"].out_rel == "study1/ct5n.nii.gz"
@@ -76,14 +81,16 @@ def test_series_folder_shared_with_other_items_gets_its_own_subfolder(tmp_path, 
     assert items["pat/extra.nii.gz"].out_rel == "pat/extra.nii.gz"
 
 
-def test_output_folder_must_not_be_or_contain_the_input(tmp_path, nifti_tree):
-    with pytest.raises(ConfigError):
-        discover_items(nifti_tree, nifti_tree)
-    with pytest.raises(ConfigError):
-        discover_items(nifti_tree, tmp_path)
-    # DST inside SRC is allowed, and its files are never taken as inputs
-    items = discover_items(nifti_tree, nifti_tree / "out")
-    assert len(items) == 10
+def test_output_folder_must_not_overlap_the_input(tmp_path, nifti_tree):
+    """DST may not be SRC, contain it, or lie inside it (in any direction, through links too)."""
+    for dst in (nifti_tree, tmp_path, nifti_tree / "out", nifti_tree / "sub-00" / "deeper"):
+        with pytest.raises(ConfigError, match="DST"):
+            discover_items(nifti_tree, dst)
+    (tmp_path / "via-link").symlink_to(nifti_tree, target_is_directory=True)
+    with pytest.raises(ConfigError, match="DST"):
+        discover_items(nifti_tree, tmp_path / "via-link" / "out")
+    assert not (nifti_tree / "out").exists()  # refused before anything was created
+    assert len(discover_items(nifti_tree, tmp_path / "elsewhere")) == 10
 
 
 # --------------------------------------------------------------------------- bad items, geometry
@@ -97,18 +104,20 @@ def test_bad_items_reported_others_finish_geometry_kept(mixed_tree, tmp_path, ti
                                    "--no-track", "--threads", "1", "--quiet"])
     assert res.exit_code == 3, res.output
     summary = json.loads([x for x in res.stdout.splitlines() if x.startswith("{")][-1])
-    assert (summary["ok"], summary["quarantined"], summary["failed"]) == (4, 3, 0)
+    assert (summary["ok"], summary["quarantined"], summary["failed"]) == (3, 4, 0)
     err = res.stderr
     for name, why in [("bad/truncated/IM1.dcm", "pixel data"), ("bad/nan.nii.gz", "NaN"),
-                      ("study1/ct5n/rtstruct.dcm", "RT Structure Set")]:
+                      ("study1/ct5n/rtstruct.dcm", "RT Structure Set"),
+                      ("study1/ctsmall", "2D image (128x128x1) refused: this is a 3D model")]:
         line = next(x for x in err.splitlines() if x.startswith("quarantined:") and name in x)
         assert why in line
     assert str(mixed_tree) not in res.output  # no absolute input paths in what is printed
     latest = Ledger(dst / "ledger.jsonl").latest
-    assert sorted(e["status"] for e in latest.values()) == ["ok"] * 4 + ["quarantined"] * 3
+    assert sorted(e["status"] for e in latest.values()) == ["ok"] * 3 + ["quarantined"] * 4
     assert str(tmp_path) not in (dst / "ledger.jsonl").read_text()  # relative paths only
     q = [json.loads(x) for x in (dst / "quarantine.jsonl").read_text().splitlines()]
-    assert {e["rel"] for e in q} == {"bad/truncated", "bad/nan.nii.gz", "study1/ct5n/rtstruct.dcm"}
+    assert {e["rel"] for e in q} == {"bad/truncated", "bad/nan.nii.gz", "study1/ct5n/rtstruct.dcm",
+                                     "study1/ctsmall"}
 
     # NIfTI: same grid as the input, read back by SimpleITK
     for rel in ("nifti/a.nii.gz", "nifti/deep/b.nii.gz"):
@@ -139,7 +148,7 @@ def test_bad_items_reported_others_finish_geometry_kept(mixed_tree, tmp_path, ti
     # resume: nothing to do, quarantined items stay quarantined (exit 3), no new ledger lines
     n_lines = len(_ledger_lines(dst))
     s = Job(PredictorSpec.make(tiny_ckpt, CPU1), mixed_tree, dst).run()
-    assert (s.ok, s.skipped, s.quarantined, s.exit_code) == (0, 7, 3, 3)
+    assert (s.ok, s.skipped, s.quarantined, s.exit_code) == (0, 7, 4, 3)
     assert len(_ledger_lines(dst)) == n_lines
 
 
@@ -162,24 +171,13 @@ def test_resume_rehashes_outputs_and_inputs_overwrite_forces(nifti_tree, tmp_pat
     assert now["sub-00/scan_01.nii.gz"] == ref["sub-00/scan_01.nii.gz"]  # deterministic redo
     assert now["sub-02/scan_07.nii.gz"] != ref["sub-02/scan_07.nii.gz"]
     # other settings = another job digest: everything is redone
-    s = Job(PredictorSpec.make(tiny_ckpt, InferenceSettings(device="cpu", threads=1, overlap=0.5)),
-            nifti_tree, dst).run()
+    s = Job(PredictorSpec.make(tiny_ckpt, CPU1.replace(overlap=0.5)), nifti_tree, dst).run()
     assert s.ok == 10
     s = Job(spec, nifti_tree, dst, overwrite=True).run()
     assert (s.ok, s.skipped) == (10, 0)
     assert json.loads((dst / "summary.json").read_text())["ok"] == 10
     man = json.loads((dst / "output_manifest.json").read_text())
     assert len(man["items"]) == 10 and all(len(r["files"]) == 1 for r in man["items"])
-
-
-def test_ledger_survives_a_cut_line(tmp_path):
-    p = tmp_path / "ledger.jsonl"
-    p.write_text(json.dumps({"item": "a", "status": "ok"}) + "\n" + '{"item": "b", "sta')
-    led = Ledger(p)
-    assert set(led.latest) == {"a"} and led.bad_lines == 1
-    led.append({"item": "c", "status": "failed"})
-    again = Ledger(p)
-    assert set(again.latest) == {"a", "c"} and again.bad_lines == 1
 
 
 class FlakyIO(VolumePredictor):
@@ -242,7 +240,7 @@ def test_kill_9_at_a_random_point_then_rerun_is_byte_identical(tmp_path, tiny_ck
             "--overlap", "0.5"]
     # reference: one uninterrupted run (in-process, same code path and settings)
     ref = tmp_path / "ref"
-    settings = InferenceSettings(device="cpu", threads=1, roi_size=(16, 16, 16), overlap=0.5)
+    settings = CPU1.replace(roi_size=(16, 16, 16), overlap=0.5)
     s = Job(PredictorSpec.make(tiny_ckpt.resolve(), settings), src, ref).run()
     assert s.ok == 10
 

@@ -3,27 +3,24 @@ planner arithmetic and out-of-memory step-down."""
 
 from __future__ import annotations
 
-import dataclasses
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from medgen.infer.planner import Plan, Planner, n_windows
-from medgen.infer.predictor import (
-    InferenceSettings,
-    PredictorSpec,
-    VolumePredictor,
-    resolve_device,
-    scaled_geometry,
-)
+from medgen.infer.planner import n_windows
+from medgen.infer.predictor import PredictorSpec, VolumePredictor
+from medgen.infer.settings import InferenceSettings
 from medgen.io import Volume
+from medgen.io.geometry import scaled_geometry
+from medgen.utils.device import resolve_device
 
 from .infer_helpers import make_checkpoint, phantom
 
 CPU1 = InferenceSettings(device="cpu", threads=1)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _vol(shape=(24, 20, 12), seed=0, spacing=(1.0, 1.1, 1.5)) -> Volume:
@@ -53,7 +50,7 @@ class NearestUpsampleK(VolumePredictor):
 
 
 def test_identity_round_trip_through_normalisation_and_gaussian_blending(tiny_ckpt):
-    p = IdentityPredictor.from_checkpoint(tiny_ckpt, CPU1)
+    p = IdentityPredictor.from_checkpoint(tiny_ckpt, CPU1.replace(roi_size=16))
     vol = _vol()
     out = p(vol)
     assert out.shape == vol.shape
@@ -61,6 +58,10 @@ def test_identity_round_trip_through_normalisation_and_gaussian_blending(tiny_ck
     np.testing.assert_array_equal(out.affine, vol.affine)
     assert p.stats.windows > 1  # really went through several windows
     assert p.notes.plan["roi"] == [16, 16, 12] and p.notes.plan["sw_batch_size"] == 1
+    # the planner's own choice for a small volume: one window over all of it
+    auto = IdentityPredictor.from_checkpoint(tiny_ckpt, CPU1)
+    np.testing.assert_allclose(auto(vol).array, vol.array, rtol=1e-5, atol=1e-2)
+    assert auto.notes.plan["roi"] == [24, 20, 12] and auto.stats.windows == 1
 
 
 def test_denoiser_output_is_deterministic_and_keeps_geometry(tiny_ckpt):
@@ -120,7 +121,7 @@ def test_two_d_model_runs_slice_wise_on_a_volume(tmp_path):
     vol = _vol(shape=(40, 36, 5))
     out = p(vol)
     assert out.shape == vol.shape
-    assert p.notes.plan["roi"] == [32, 32, 1]
+    assert p.notes.plan["roi"] == [40, 36, 1]  # whole slices, one at a time
     # slice-wise: each output slice depends only on its own input slice
     vol2 = Volume(vol.array.copy(), vol.affine, vol.meta)
     vol2.array[:, :, 4] = 0.0
@@ -141,7 +142,7 @@ def test_spacing_mismatch_warns_or_resamples(tmp_path, caplog):
     assert p.notes.spacing_mismatch and not p.notes.resampled
     assert any("--resample" in r.getMessage() for r in caplog.records)
     assert out.shape == vol.shape
-    pr = IdentityPredictor.from_checkpoint(ck, dataclasses.replace(CPU1, resample=True))
+    pr = IdentityPredictor.from_checkpoint(ck, CPU1.replace(resample=True))
     out_r = pr(vol)
     assert pr.notes.resampled and out_r.shape == vol.shape
     np.testing.assert_allclose(out_r.affine, vol.affine)
@@ -151,13 +152,32 @@ def test_spacing_mismatch_warns_or_resamples(tmp_path, caplog):
     assert err < 1e-3
 
 
-def test_channel_mismatch_is_unsuitable_input(tiny_ckpt):
-    from medgen.infer.predictor import UnsuitableInputError
+def test_dimensions_are_refused_by_name_never_run_silently(tiny_ckpt, tmp_path, nibabel_data):
+    """13.4: a 4D series, a 2D image through a 3D model and a slice in the wrong plane are
+    refused with a line saying what they are; a slice-wise model takes a 2D image."""
+    from medgen.infer.errors import UnsuitableInputError
+    from medgen.io.nifti import read_nifti
 
     p = PredictorSpec.make(tiny_ckpt, CPU1).build()
-    vol = Volume(np.zeros((8, 8, 8, 3), np.float32), np.eye(4))
-    with pytest.raises(UnsuitableInputError, match="1 channel"):
-        p(vol)
+    series = read_nifti(nibabel_data / "example4d.nii.gz")  # nibabel's real 4D series
+    assert series.array.ndim == 4 and series.array.shape[3] > 1
+    with pytest.raises(UnsuitableInputError, match=r"4D input \(128x96x24x2\)"):
+        p(series)
+    flat = Volume(phantom((64, 64, 1), 1), np.eye(4))
+    with pytest.raises(UnsuitableInputError, match=r"2D image \(64x64x1\) refused: this is a 3D model"):
+        p(flat)
+    ck2 = make_checkpoint(tmp_path / "u2d", config="configs/tiny/unet-tiny-2d.yaml", patch_size=(32, 32))
+    p2 = PredictorSpec.make(ck2, CPU1).build()
+    out = p2(flat)
+    assert out.shape == (64, 64, 1) and np.isfinite(out.array).all()
+    with pytest.raises(UnsuitableInputError, match="single slice along axis i"):
+        p2(Volume(phantom((1, 64, 64), 1), np.eye(4)))
+    cfg = tmp_path / "two-channel.yaml"
+    cfg.write_text((REPO / "configs/tiny/unet-tiny-3d.yaml").read_text()
+                   .replace("in_channels: 1", "in_channels: 2").replace("out_channels: 1", "out_channels: 2"))
+    p3 = PredictorSpec.make(make_checkpoint(tmp_path / "u2c", config=str(cfg)), CPU1).build()
+    with pytest.raises(UnsuitableInputError, match="model takes 2 channel"):
+        p3(Volume(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)))
 
 
 class OOMBelow(VolumePredictor):
@@ -171,7 +191,7 @@ class OOMBelow(VolumePredictor):
 
 
 def test_out_of_memory_steps_down_batch_then_window(tiny_ckpt):
-    settings = dataclasses.replace(CPU1, sw_batch_size=8, roi_size=(32, 32, 16))
+    settings = CPU1.replace(sw_batch_size=8, roi_size=(32, 32, 16))
     p = OOMBelow.from_checkpoint(tiny_ckpt, settings, options={"max_batch": 1, "max_voxels": 16**3})
     vol = _vol(shape=(40, 40, 20))
     out = p(vol)
@@ -186,41 +206,12 @@ def test_out_of_memory_steps_down_batch_then_window(tiny_ckpt):
 
 
 def test_out_of_memory_exhausted_is_transient(tiny_ckpt):
-    from medgen.infer.predictor import TransientInferenceError
+    from medgen.infer.errors import TransientInferenceError
 
-    p = OOMBelow.from_checkpoint(tiny_ckpt, CPU1, options={"max_batch": 0, "max_voxels": 0})
+    p = OOMBelow.from_checkpoint(tiny_ckpt, CPU1.replace(roi_size=16),
+                                 options={"max_batch": 0, "max_voxels": 0})
     with pytest.raises(TransientInferenceError, match="out of GPU memory"):
         p(_vol(shape=(20, 20, 12)))
-
-
-def test_planner_cuda_arithmetic_with_measured_numbers():
-    """Planning from (free memory, bytes/voxel) as measured on a GPU, without a GPU: the numbers
-    are injected, the decisions are the planner's own."""
-    settings = InferenceSettings(device="cpu", overlap=0.25)
-    fake = SimpleNamespace(device=torch.device("cuda", 0), settings=settings,
-                           model=SimpleNamespace(size_divisor=8), spatial_dims=3, in_channels=1,
-                           config=SimpleNamespace(out_channels=1),
-                           base_roi=lambda: (64, 64, 64), scale_factor=lambda: (1.0, 1.0, 1.0))
-    gib = 2**30
-    # 20 GiB free, 2 KiB activations per voxel: the window grows 4x per axis (256^3 = 32 GiB
-    # does not fit, 192^3 = 13.5 GiB does), batch fills the rest
-    pl = Planner(fake, mem_info=lambda: (20 * gib, 80 * gib), probe=lambda roi, cl: (2048.0, 0.01))
-    plan = pl.plan((300, 300, 200), 1)
-    assert plan.roi == (192, 192, 192) and plan.device == "cuda:0" and plan.sw_batch_size == 1
-    # little memory: card window, stitching moves to the CPU for a huge volume
-    pl2 = Planner(fake, mem_info=lambda: (3 * gib, 80 * gib), probe=lambda roi, cl: (2048.0, 0.01))
-    plan2 = pl2.plan((1024, 1024, 600), 1)
-    assert plan2.device == "cpu" and plan2.sw_device == "cuda:0"
-    assert plan2.roi == (96, 96, 96)  # 1.5x fits in 0.8 * 3 GiB, 2x does not
-    assert plan2.sw_batch_size == int(0.8 * 3 * gib // (2048 * 96**3))
-    # step-down ladder: batch halves, then windows halve, then stitching leaves the GPU
-    p = Plan((64, 64, 64), 4, "cuda:0", "cuda:0")
-    seq = []
-    while p is not None:
-        seq.append((p.roi[0], p.sw_batch_size, p.device))
-        p = pl.step_down(p, (300, 300, 200))
-    assert seq == [(64, 4, "cuda:0"), (64, 2, "cuda:0"), (64, 1, "cuda:0"), (32, 1, "cuda:0"),
-                   (16, 1, "cuda:0"), (16, 1, "cpu")]
 
 
 def test_n_windows_matches_monai():

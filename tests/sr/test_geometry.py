@@ -73,7 +73,7 @@ def test_matches_inference_core_and_degradation_geometry():
     """upsampled_geometry inverts the thick-slice record's geometry and agrees with the core."""
     import torch
 
-    from medgen.infer.predictor import scaled_geometry
+    from medgen.io.geometry import scaled_geometry
     from medgen.models.sr.degrade import make_lr
     from medgen.transforms import apply_geometry
 
