@@ -7,7 +7,8 @@ import hmac
 import logging
 import os
 import tempfile
-from pathlib import Path
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from medgen.utils.hashing import canonical_json, sha256_bytes, sha256_file
@@ -15,14 +16,16 @@ from medgen.utils.hashing import canonical_json, sha256_bytes, sha256_file
 log = logging.getLogger("medgen.audit")
 
 AUDIT_FILE = "audit.json"
-SCHEMA = "medgen-audit/1"
+SCHEMA = "medgen-audit/2"
 TAG_AUDIT_SHA256 = "medgen.audit.sha256"
 TAG_AUDIT_HMAC = "medgen.audit.hmac"
 TAG_AUDIT_KEY_FP = "medgen.audit.key_fingerprint"
 ENV_AUDIT_KEY_FILE = "MEDGEN_AUDIT_KEY_FILE"
-# tags that are not part of what a run *claims*: the seal's own tags, and MLflow's bookkeeping
-_UNSEALED_TAG_PREFIXES = ("medgen.audit.",)
-_UNSEALED_TAGS = {"mlflow.log-model.history"}
+#: tags that are not part of what a run *claims*: the seal's own tags, MLflow's bookkeeping, and
+#: forward links a later run adds (``medgen.resume.successor``: proven by the successor's seal,
+#: which names this run and its seal digest)
+UNSEALED_TAG_PREFIXES = ("medgen.audit.",)
+UNSEALED_TAGS = {"mlflow.log-model.history", "medgen.resume.successor"}
 
 
 def _list_files(client, run_id: str, path: str | None = None) -> list[str]:
@@ -42,7 +45,7 @@ def collect_state(client, run_id: str) -> dict[str, Any]:
     run = client.get_run(run_id)
     params = {k: sha256_bytes(v.encode()) for k, v in run.data.params.items()}
     tags = {k: sha256_bytes(v.encode()) for k, v in run.data.tags.items()
-            if not k.startswith(_UNSEALED_TAG_PREFIXES) and k not in _UNSEALED_TAGS}
+            if not k.startswith(UNSEALED_TAG_PREFIXES) and k not in UNSEALED_TAGS}
     metrics = {}
     for key in run.data.metrics:
         hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
@@ -71,8 +74,10 @@ def signature(key, data: bytes) -> str:
     return hmac.new(key.secret, b"medgen-audit\x00" + data, hashlib.sha256).hexdigest()
 
 
-def seal_run(run, *, kind: str, lineage: dict[str, Any] | None = None,
-             rerun: dict[str, Any] | None = None, audit_key_file: str | os.PathLike | None = None) -> str:
+def seal_run(run, *, kind: str, lineage: Mapping[str, Any] | None = None,
+             rerun: Mapping[str, Any] | None = None, roots=None,
+             manifests: Mapping[str, Mapping[str, Any]] | None = None,
+             audit_key_file: str | os.PathLike | None = None) -> str:
     """Log ``audit.json`` for ``run`` (a :class:`medgen.track.Run`) and tag its sha256.
 
     Call it last, after every artifact, param, tag and metric of the run is logged: anything
@@ -81,31 +86,38 @@ def seal_run(run, *, kind: str, lineage: dict[str, Any] | None = None,
     Parameters
     ----------
     kind : str
-        What the run did (``train``, ``denoise``, ...): selects the re-run check of the audit.
+        What the run did (``train``, ``infer``, ``pipeline``, ...): selects its auditor
+        (:mod:`medgen.audit.plugins`).
     lineage : dict
-        Digests the run vouches for (input manifests, weights, outputs, ...).
+        Digests the run vouches for (weights, outputs, linked runs, ...).
     rerun : dict
-        What the audit needs to re-run part of the run (non-identifying; paths relative).
+        What the kind's auditor needs to re-run part of the run (paths as data-root references,
+        see :class:`medgen.track.lineage.DataRoots`; never absolute paths).
+    roots : medgen.track.lineage.DataRoots
+        The folders the run's inputs live under: recorded by name (absolute folders only in the
+        local root index, outside MLflow).
+    manifests : dict
+        ``role -> {"manifest": ref, "data": root name, "artifact": artifact path or None}``: the
+        manifests of the data the run read or wrote (its digest in tag
+        ``medgen.manifest.<role>.sha256``); the audit loads each, checks it against the sealed
+        digest and re-hashes its files one by one.
     """
+    from medgen.track.lineage import lineage_from_tags
+
     client = run.client
-    data = client.get_run(run.run_id).data
-    tags = data.tags
+    tags = client.get_run(run.run_id).data.tags
     record = {
         "schema": SCHEMA,
         "run_id": run.run_id,
         "experiment_id": run.experiment_id,
         "kind": kind,
+        "sealed_at": int(time.time()),
         "config_sha256": tags.get("medgen.config_sha256"),
-        "code": {"commit": tags.get("medgen.git.commit"), "dirty": tags.get("medgen.git.dirty"),
-                 "diff_sha256": tags.get("medgen.git.diff_sha256")},
-        "environment": {"lock_sha256": tags.get("medgen.env.lock_sha256"),
-                        "python": tags.get("medgen.python"), "torch": tags.get("medgen.torch"),
-                        "cuda": tags.get("medgen.torch.cuda"), "driver": tags.get("medgen.cuda.driver"),
-                        "gpu": tags.get("medgen.gpu"),
-                        "versions": {k.removeprefix("medgen.version."): v for k, v in tags.items()
-                                     if k.startswith("medgen.version.")}},
+        **lineage_from_tags(tags),
         "input_manifests": {k.split(".")[2]: v for k, v in tags.items()
                             if k.startswith("medgen.manifest.") and k.endswith(".sha256")},
+        "roots": roots.record(run.guard) if roots is not None else {},
+        "manifests": dict(manifests or {}),
         "lineage": dict(lineage or {}),
         "rerun": dict(rerun or {}),
         "state": collect_state(client, run.run_id),
@@ -117,17 +129,7 @@ def seal_run(run, *, kind: str, lineage: dict[str, Any] | None = None,
         tags_out[TAG_AUDIT_HMAC] = signature(key, canonical_json(record))
         tags_out[TAG_AUDIT_KEY_FP] = key.fingerprint
     run.set_tags(tags_out)
+    if roots is not None:
+        roots.write_index(run.run_id, run.tracking_uri)
     log.info("sealed run %s (audit.json sha256 %s)", run.run_id, digest[:12])
     return digest
-
-
-def rel_hint(path: str | os.PathLike | None) -> str | None:
-    """``path`` relative to the working directory when it lies inside it (else None): where an
-    auditor standing in the same project folder finds the data again, without absolute paths."""
-    if path is None:
-        return None
-    p = Path(path).resolve()
-    try:
-        return p.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return None

@@ -1,17 +1,21 @@
-"""``medgen audit RUN_ID``: check a sealed run against what MLflow and the disk hold now."""
+"""``medgen audit RUN_ID``: check a sealed run against what MLflow and the disk hold now.
+
+The host does what every sealed run shares (seal, signature, state of params/tags/metrics/
+artifacts, input manifests and their files, code and package differences), then hands the run to
+the auditor registered for its kind (:mod:`medgen.audit.plugins`).
+"""
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medgen.audit.report import AuditReport
 from medgen.audit.seal import (
     AUDIT_FILE,
     TAG_AUDIT_HMAC,
@@ -21,66 +25,173 @@ from medgen.audit.seal import (
     load_audit_key,
     signature,
 )
-from medgen.registry import Registry
 from medgen.utils.hashing import canonical_json, sha256_file
 
 log = logging.getLogger("medgen.audit")
 
-#: kind -> callable(ctx: AuditContext, n: int) -> list of (ok: bool, message)
-RERUNNERS: Registry = Registry("audit_rerunners")
+#: the root a bare ``--data-root DIR`` names (the training / job data)
+DEFAULT_ROOT = "data"
 
 
 @dataclass
-class AuditReport:
-    run_id: str
-    passed: bool = True
-    failures: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)
-    differences_from_now: list[str] = field(default_factory=list)
+class AuditOptions:
+    """What the person auditing gave: re-run size, input manifests, data roots, signing key."""
 
-    def fail(self, msg: str) -> None:
-        self.passed = False
-        self.failures.append(msg)
-
-    def ok(self, msg: str) -> None:
-        self.checks.append(msg)
-
-    def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "result": "PASS" if self.passed else "FAIL",
-                "failures": self.failures, "warnings": self.warnings, "checks": self.checks,
-                "differences_from_now": self.differences_from_now}
-
-    def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-        from medgen.utils.atomic import atomic_write_text
-
-        out = Path(out_dir)
-        d = self.to_dict()
-        jp = atomic_write_text(out / "audit_report.json", json.dumps(d, indent=1) + "\n")
-        color = "#1a7f37" if self.passed else "#cf222e"
-
-        def ul(items):
-            return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>" if items else "<p>none</p>"
-
-        page = (f"<!doctype html><meta charset='utf-8'><title>medgen audit {html.escape(self.run_id)}</title>"
-                f"<body style='font-family:sans-serif;max-width:60em;margin:2em auto'>"
-                f"<h1>Audit of run {html.escape(self.run_id)}: <span style='color:{color}'>{d['result']}</span></h1>"
-                f"<h2>Failures</h2>{ul(self.failures)}<h2>Warnings</h2>{ul(self.warnings)}"
-                f"<h2>Differences from now (code, environment)</h2>{ul(self.differences_from_now)}"
-                f"<h2>Checks passed</h2>{ul(self.checks)}</body>")
-        hp = atomic_write_text(out / "audit_report.html", page)
-        return jp, hp
+    rerun: int = 0
+    manifests: dict[str, str] = field(default_factory=dict)
+    data_roots: dict[str, str] = field(default_factory=dict)
+    audit_key_file: str | None = None
 
 
 @dataclass
 class AuditContext:
+    """Everything an :class:`~medgen.audit.plugins.Auditor` sees of the run it audits.
+
+    Attributes
+    ----------
+    client, run : the MLflow client and run entity
+    record : dict
+        The verified ``audit.json`` (only handed to auditors once its digest matched).
+    workdir : Path
+        A temporary folder for downloads and re-runs (removed afterwards).
+    roots : dict
+        ``root name -> (folder or None, where it was found)``.
+    manifests : dict
+        ``role -> medgen.manifest.Manifest`` (digest verified) or None.
+    """
+
     client: Any
     run: Any
     record: dict
     workdir: Path
-    manifests: dict  # role -> medgen.manifest.Manifest (verified digest) or None
     tracking_uri: str
     report: AuditReport
+    options: AuditOptions
+    roots: dict = field(default_factory=dict)
+    manifests: dict = field(default_factory=dict)
+    visited: set = field(default_factory=set)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def path(self, ref: dict | None) -> Path | None:
+        """Local path of a sealed ``{"root", "path"}`` reference (None when unknown)."""
+        from medgen.track.lineage import resolve_ref
+
+        return resolve_ref(ref, self.roots)
+
+    def root(self, name: str) -> Path | None:
+        return self.roots.get(name, (None, ""))[0]
+
+    def artifact(self, artifact_path: str, run_id: str | None = None) -> Path:
+        """Download an artifact of this run (or of ``run_id``) into the work folder."""
+        from mlflow.artifacts import download_artifacts
+
+        rid = run_id or self.run_id
+        dst = self.workdir / "artifacts" / rid
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(download_artifacts(run_id=rid, artifact_path=artifact_path, dst_path=str(dst),
+                                       tracking_uri=self.tracking_uri))
+
+    def audit_linked(self, run_id: str, *, rerun: int | None = None) -> AuditReport:
+        """Audit a run this one depends on (pipeline step, earlier attempt) with the same
+        options; a run already audited in this audit is not audited twice."""
+        if run_id in self.visited:
+            rep = AuditReport(run_id)
+            rep.ok("already audited above")
+            return rep
+        opts = AuditOptions(self.options.rerun if rerun is None else rerun, {},
+                            dict(self.options.data_roots), self.options.audit_key_file)
+        return _audit(self.client, self.tracking_uri, run_id, opts, self.visited)
+
+
+def audit_run(run_id: str, *, tracking_uri: str | None = None, rerun: int = 0,
+              manifests: dict[str, str] | None = None,
+              data_root: str | os.PathLike | dict[str, str] | None = None,
+              audit_key_file: str | None = None) -> AuditReport:
+    """Check a sealed run. Returns the report (``passed`` False on any finding).
+
+    ``data_root``: a folder (the root named ``data``) or ``{root name: folder}``. Raises
+    :class:`medgen.track.store.RunNotFoundError` (malformed id, run not in the store) or
+    :class:`~medgen.track.store.StoreNotFoundError`; reading never creates a store.
+    """
+    from medgen.track.store import check_run_id, client_for, open_store
+
+    check_run_id(run_id)
+    uri = open_store(tracking_uri)
+    roots = (dict(data_root) if isinstance(data_root, dict)
+             else {DEFAULT_ROOT: os.fspath(data_root)} if data_root else {})
+    opts = AuditOptions(rerun, dict(manifests or {}), roots, audit_key_file)
+    return _audit(client_for(uri), uri, run_id, opts, set())
+
+
+def _get_run(client, uri: str, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    from medgen.track.store import retry, run_not_found
+
+    try:
+        return retry(lambda: client.get_run(run_id))
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise run_not_found(run_id, uri) from None
+        raise
+
+
+def _audit(client, uri: str, run_id: str, opts: AuditOptions, visited: set) -> AuditReport:
+    visited.add(run_id)
+    run = _get_run(client, uri, run_id)
+    report = AuditReport(run_id)
+    with tempfile.TemporaryDirectory(prefix="medgen-audit-") as tmp:
+        record = _verified_record(client, uri, run, Path(tmp), opts, report)
+        if record is None:
+            return report
+        report.kind = record.get("kind", "")
+        _diff_state(record["state"], collect_state(client, run_id), report)
+        _code_env(record, report)
+        ctx = AuditContext(client, run, record, Path(tmp), uri, report, opts, visited=visited)
+        _resolve_roots(ctx)
+        _load_manifests(ctx)
+        _run_auditor(ctx)
+    return report
+
+
+def _verified_record(client, uri, run, tmp: Path, opts: AuditOptions,
+                     report: AuditReport) -> dict | None:
+    """``audit.json`` once its digest (and signature, when signed) verified; else None."""
+    from mlflow.artifacts import download_artifacts
+
+    tags = run.data.tags
+    sealed_sha = tags.get(TAG_AUDIT_SHA256)
+    if not sealed_sha:
+        report.fail("run was never sealed (no audit.json digest tag)")
+        return None
+    try:
+        local = download_artifacts(run_id=run.info.run_id, artifact_path=AUDIT_FILE,
+                                   dst_path=str(tmp), tracking_uri=uri)
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        report.fail("audit.json artifact is missing")
+        return None
+    if sha256_file(local) != sealed_sha:
+        report.fail("audit.json was changed after the run was sealed")
+        return None
+    record = json.loads(Path(local).read_text())
+    report.ok("audit.json matches its sealed digest")
+    key = load_audit_key(opts.audit_key_file)
+    if tags.get(TAG_AUDIT_HMAC):
+        if key is None:
+            report.warn("run is signed but no audit key was given; signature not checked")
+        elif key.fingerprint != tags.get(TAG_AUDIT_KEY_FP):
+            report.fail("signed with another audit key (fingerprint differs)")
+        elif signature(key, canonical_json(record)) != tags[TAG_AUDIT_HMAC]:
+            report.fail("audit signature does not verify")
+        else:
+            report.ok("audit signature verifies")
+    if record.get("run_id") != run.info.run_id:
+        report.fail("audit.json belongs to another run")
+        return None
+    return record
 
 
 def _diff_state(sealed: dict, now: dict, report: AuditReport) -> None:
@@ -93,7 +204,7 @@ def _diff_state(sealed: dict, now: dict, report: AuditReport) -> None:
                 report.fail(f"{label} '{k}' was added after the run was sealed")
             elif a[k] != b[k]:
                 report.fail(f"{label} '{k}' was changed after the run was sealed")
-        if all(k in b and a[k] == b[k] for k in a) and set(a) == set(b):
+        if set(a) == set(b) and all(a[k] == b[k] for k in a):
             report.ok(f"{len(a)} {label}s unchanged")
     a, b = sealed.get("metrics", {}), now.get("metrics", {})
     for k in sorted(set(a) | set(b)):
@@ -103,163 +214,87 @@ def _diff_state(sealed: dict, now: dict, report: AuditReport) -> None:
         report.ok(f"{len(a)} metric histories unchanged")
 
 
-def _now_code_env(record: dict, report: AuditReport) -> None:
+def _code_env(record: dict, report: AuditReport) -> None:
+    from medgen.track.lineage import differences_from_now
+
     code = record.get("code", {})
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head = ""
-    if code.get("commit") and head and head != code["commit"]:
-        report.differences_from_now.append(f"code: run used commit {code['commit'][:12]}, now {head[:12]}")
-    elif code.get("commit"):
+    report.differences_from_now.extend(differences_from_now(code, record.get("environment", {})))
+    if code.get("commit") and not any(d.startswith("code:") for d in report.differences_from_now):
         report.ok(f"code commit {code['commit'][:12]} (dirty: {code.get('dirty')})")
-    import importlib.metadata
-
-    for pkg, ver in sorted(record.get("environment", {}).get("versions", {}).items()):
-        try:
-            now = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            now = "not installed"
-        if now != ver:
-            report.differences_from_now.append(f"package {pkg}: run {ver}, now {now}")
 
 
-def _load_inputs(ctx_client, run_id: str, record: dict, workdir: Path, manifest_paths: dict,
-                 data_root: str | None, report: AuditReport) -> dict:
-    """Find each input manifest (given, or the run's artifact), check its digest, re-hash files."""
-    from mlflow.artifacts import download_artifacts
+def _resolve_roots(ctx: AuditContext) -> None:
+    from medgen.track.lineage import resolve_roots
 
+    ctx.roots = resolve_roots(ctx.record.get("roots", {}), ctx.run_id, ctx.tracking_uri,
+                              ctx.options.data_roots)
+    for name, (folder, source) in sorted(ctx.roots.items()):
+        if folder is not None:
+            ctx.report.ok(f"data root '{name}' found (from {source})")
+
+
+def _manifest_file(ctx: AuditContext, role: str, info: dict) -> Path | None:
+    """The input manifest of ``role``: given, at its recorded place, or the run's copy."""
+    given = ctx.options.manifests.get(role)
+    if given:
+        return Path(given)
+    local = ctx.path(info.get("manifest"))
+    if local is not None and local.is_file():
+        return local
+    if info.get("artifact"):
+        return ctx.artifact(info["artifact"])
+    return None
+
+
+def _load_manifests(ctx: AuditContext) -> None:
+    """Load each sealed manifest, check its digest against the seal, re-hash its files."""
+    from medgen.errors import MedgenError
     from medgen.manifest import Manifest
     from medgen.manifest.ops import validate_manifest
 
-    out = {}
-    inputs = record.get("rerun", {}).get("inputs", {})
-    for role, digest in record.get("input_manifests", {}).items():
-        if role not in inputs and role not in manifest_paths:
-            continue  # a digest only (e.g. a batch job's item list): checked by the kind's own check
-        info = inputs.get(role, {})
-        path = manifest_paths.get(role)
-        if path is None and info.get("manifest_hint") and Path(info["manifest_hint"]).exists():
-            path = info["manifest_hint"]
-        if path is None and info.get("artifact"):
-            path = download_artifacts(run_id=run_id, artifact_path=info["artifact"],
-                                      dst_path=str(workdir / "manifests" / role),
-                                      tracking_uri=ctx_client._tracking_client.tracking_uri)
+    report = ctx.report
+    for role, info in ctx.record.get("manifests", {}).items():
+        digest = ctx.record.get("input_manifests", {}).get(role)
+        ctx.manifests[role] = None
+        path = _manifest_file(ctx, role, info)
         if path is None:
-            report.fail(f"input manifest '{role}' not available: pass --manifest {role}=PATH")
-            out[role] = None
+            report.fail(f"manifest '{role}' not available: pass --manifest {role}=PATH")
             continue
-        root = data_root or info.get("root_hint")
-        m = Manifest.load(path, root)
-        if m.digest != digest:
-            report.fail(f"input manifest '{role}' digest {m.digest[:12]} differs from the sealed {digest[:12]}")
-            out[role] = None
+        data = info.get("data")
+        root = ctx.root(data) if data else None
+        if data and root is None:
+            report.fail(f"data of manifest '{role}' not found: pass --data-root {data}=DIR")
             continue
-        if m.root is None or not Path(m.root).exists():
-            report.fail(f"input data of '{role}' not found: pass --data-root")
-            out[role] = None
-            continue
-        rep = validate_manifest(m)
-        for p in rep.missing:
-            report.fail(f"input file '{p}' ({role}) is missing")
-        for p in rep.changed:
-            report.fail(f"input file '{p}' ({role}) was changed (sha256 differs from the manifest)")
-        if rep.passed:
-            report.ok(f"{rep.ok} input file(s) of '{role}' re-hashed: unchanged")
-        out[role] = m
-    return out
-
-
-def audit_run(run_id: str, *, tracking_uri: str | None = None, rerun: int = 0,
-              manifests: dict[str, str] | None = None, data_root: str | None = None,
-              audit_key_file: str | None = None) -> AuditReport:
-    """Check a sealed run. Returns the report (``passed`` False on any finding)."""
-    from mlflow.artifacts import download_artifacts
-
-    from medgen.track import client_for, ensure_store
-
-    uri = ensure_store(tracking_uri)
-    client = client_for(uri)
-    report = AuditReport(run_id)
-    run = client.get_run(run_id)
-    tags = run.data.tags
-    sealed_sha = tags.get(TAG_AUDIT_SHA256)
-    if not sealed_sha:
-        report.fail("run was never sealed (no audit.json digest tag)")
-        return report
-    with tempfile.TemporaryDirectory(prefix="medgen-audit-") as tmp:
-        tmp = Path(tmp)
         try:
-            local = download_artifacts(run_id=run_id, artifact_path=AUDIT_FILE, dst_path=str(tmp),
-                                       tracking_uri=uri)
-        except Exception:
-            report.fail("audit.json artifact is missing")
-            return report
-        if sha256_file(local) != sealed_sha:
-            report.fail("audit.json was changed after the run was sealed")
-            return report
-        record = json.loads(Path(local).read_text())
-        report.ok("audit.json matches its sealed digest")
-        key = load_audit_key(audit_key_file)
-        if tags.get(TAG_AUDIT_HMAC):
-            if key is None:
-                report.warnings.append("run is signed but no audit key was given; signature not checked")
-            elif key.fingerprint != tags.get(TAG_AUDIT_KEY_FP):
-                report.fail("signed with another audit key (fingerprint differs)")
-            elif signature(key, canonical_json(record)) != tags[TAG_AUDIT_HMAC]:
-                report.fail("audit signature does not verify")
-            else:
-                report.ok("audit signature verifies")
-        _diff_state(record["state"], collect_state(client, run_id), report)
-        _now_code_env(record, report)
-        ms = _load_inputs(client, run_id, record, tmp, dict(manifests or {}), data_root, report)
-        kind = record.get("kind", "")
-        ctx = AuditContext(client, run, record, tmp, ms, uri, report)
-        if kind == "infer":
-            from medgen.infer.auditor import check_inputs  # also registers the inference re-runner
-
-            for ok, msg in check_inputs(ctx):
-                (report.ok if ok else report.fail)(msg)
-        if rerun:
-            if kind in RERUNNERS:
-                for ok, msg in RERUNNERS.get(kind)(ctx, rerun):
-                    (report.ok if ok else report.fail)(msg)
-            else:
-                report.warnings.append(f"no re-run check for runs of kind '{kind}'")
-    return report
+            m = Manifest.load(path, root)
+            rep = validate_manifest(m) if m.digest == digest else None
+        except MedgenError as exc:
+            report.fail(f"manifest '{role}': {exc}")
+            continue
+        if rep is None:
+            report.fail(f"manifest '{role}' digest {m.digest[:12]} differs from the sealed "
+                        f"{str(digest)[:12]}")
+            continue
+        for p in rep.missing:
+            report.fail(f"file '{p}' ({role}) is missing")
+        for p in rep.changed:
+            report.fail(f"file '{p}' ({role}) was changed (sha256 differs from the manifest)")
+        if rep.passed:
+            report.ok(f"{rep.ok} file(s) of manifest '{role}' re-hashed: unchanged")
+        ctx.manifests[role] = m
 
 
-def _rerun_train(ctx: AuditContext, n: int):
-    """Re-run the first training step(s) and compare with the smoke digest the run recorded."""
-    import torch
+def _run_auditor(ctx: AuditContext) -> None:
+    from medgen.audit.plugins import get_auditor
 
-    from medgen.config import load_config
-    from medgen.models import state_dict_sha256
-    from medgen.train.config import TrainConfig
-    from medgen.train.trainer import Trainer
-
-    smoke = ctx.record.get("rerun", {}).get("smoke")
-    m = ctx.manifests.get("train")
-    if not smoke or m is None:
-        return [(False, "training smoke re-run impossible: no smoke digest or no input manifest")]
-    from mlflow.artifacts import download_artifacts
-
-    cfg_path = download_artifacts(run_id=ctx.run.info.run_id, artifact_path="config/resolved.yaml",
-                                  dst_path=str(ctx.workdir / "cfg"), tracking_uri=ctx.tracking_uri)
-    steps = int(smoke["steps"])
-    cfg = load_config(TrainConfig, cfg_path, [
-        f"data.manifest={m.path}", f"data.root={m.root}", f"output_dir={ctx.workdir / 'rerun'}",
-        "tracking.enabled=false", "val.every_steps=1000000"])
-    t = Trainer(cfg, run_name="audit-rerun")
-    t.fit(stop_after=steps)
-    got = state_dict_sha256({k: v.detach().cpu() for k, v in t.model.state_dict().items()})
-    if smoke.get("deterministic") and torch.device(cfg.device if cfg.device != "auto" else "cpu").type == "cpu":
-        if got == smoke["weights_sha256"]:
-            return [(True, f"training re-run of {steps} step(s): weights bit-identical")]
-        return [(False, f"training re-run of {steps} step(s): weights differ from the recorded ones")]
-    return [(True, f"training re-run of {steps} step(s) done; run was not deterministic on CPU, "
-                   "weights compared by hash are not expected to match")]
-
-
-RERUNNERS.register("train", _rerun_train)
+    kind = ctx.record.get("kind", "")
+    auditor = get_auditor(kind)
+    if auditor is not None:
+        ctx.report.add(auditor.check(ctx))
+    if not ctx.options.rerun:
+        return
+    found = auditor.rerun(ctx, ctx.options.rerun) if auditor is not None else None
+    if found is None:
+        ctx.report.warn(f"no re-run check for runs of kind '{kind}'")
+    else:
+        ctx.report.add(found)

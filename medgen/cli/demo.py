@@ -3,7 +3,9 @@
 It runs ``pipelines/denoise-mri.yaml`` with its work folder under ``--out``: sample data (public
 files shipped inside installed packages + generated phantoms) -> de-identify -> manifest (split by
 subject) -> degraded test copies -> train a tiny denoiser -> batch denoise -> paired evaluation ->
-audit of every step's sealed MLflow run. MLflow's store is ``OUT/mlflow.db``.
+audit of every step's sealed MLflow run. Runs go where every command's runs go (one rule:
+``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``), so the printed
+``mlflow ui`` line shows the demo beside everything else of the tour.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def _pipeline_file(name: str) -> Path:
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes everything."),
     pipeline: str = typer.Option("denoise-mri", "--pipeline", help="Shipped pipeline to run."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """De-identify -> manifest -> train a tiny denoiser -> batch denoise -> evaluate -> audit."""
@@ -38,11 +41,13 @@ def demo(
 
     con = console(stderr=True)
     say = (lambda m: None) if quiet else (lambda m: con.print(m, markup=False))
+    from medgen.track.store import resolve_tracking_uri, store_line
+
     out = out.resolve()
-    db = out / "mlflow.db"
+    uri = resolve_tracking_uri(tracking_uri)
     try:
         spec = load_pipeline(_pipeline_file(pipeline), [f"workdir={out}",
-                                                       f"tracking.tracking_uri=sqlite:///{db}"])
+                                                       f"tracking.tracking_uri={uri}"])
         say(f"medgen demo: pipeline '{spec.name}' ({len(spec.steps)} steps) into {out}")
         res = Runner(spec, say=say).run()
     except MedgenError as exc:
@@ -64,8 +69,8 @@ def demo(
         con.print(f"outputs: {out}/eval/denoised  (clean references {out}/eval/clean, "
                   f"noisy inputs {out}/eval/noisy)", markup=False)
         con.print(f"audit reports: {out}/audit/<step>/audit_report.html", markup=False)
-        con.print(f"open the runs:  mlflow ui --backend-store-uri sqlite:///{db} "
-                  f"  (then http://127.0.0.1:5000)",
+        con.print(store_line(uri), markup=False)
+        con.print(f"audit again:    medgen audit {res.run_id}"
+                  + ("" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}"),
                   markup=False)
-        con.print(f"audit again:    medgen audit {res.run_id} --tracking-uri sqlite:///{db}", markup=False)
     raise typer.Exit(res.exit_code)

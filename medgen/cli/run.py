@@ -42,5 +42,8 @@ def run(
         for line in lines:
             typer.echo(f"warning: {line}", err=True)
     if not dry_run:
+        from medgen.track.store import store_line
+
+        con.print(store_line(res.tracking_uri), markup=False)
         typer.echo(f"pipeline {spec.name}: run {res.run_id}; outputs under {res.workdir}")
     raise typer.Exit(res.exit_code)

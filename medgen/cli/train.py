@@ -10,7 +10,7 @@ import typer
 def train(
     config: Path = typer.Argument(..., help="Training config (YAML)."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config value: a.b=c (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint (the config must be the same, except --set optim.max_steps=N to extend the run)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow server (default: ./mlflow.db or $MLFLOW_TRACKING_URI)."),
     run_name: str = typer.Option(None, "--run-name"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for schedulers); warnings are still summarised at the end."),
@@ -39,6 +39,10 @@ def train(
             _summarise(warnings)
             fail(exc)
     lines = _summarise(warnings)
+    if res.mlflow_run_id and not quiet:
+        from medgen.track.store import resolve_tracking_uri, store_line
+
+        typer.echo(store_line(resolve_tracking_uri(cfg.tracking.tracking_uri)), err=True)
     typer.echo(json.dumps({"run_dir": str(res.run_dir), "last": str(res.last),
                            "best": str(res.best) if res.best else None, "step": res.step,
                            "weights_sha256": res.weights_sha256, "mlflow_run_id": res.mlflow_run_id,

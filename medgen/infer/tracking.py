@@ -81,26 +81,9 @@ def log_job_end(run: Run, job: Job, summary: JobSummary) -> None:
 def seal_job(run: Run, job: Job, summary: JobSummary, *, model: str) -> str:
     """Seal the job's run (``audit.json``): call after everything else is logged.
 
-    The re-run block lets ``medgen audit RUN --rerun N`` rebuild the predictor from the same
-    checkpoint and settings and recompute N items (:func:`medgen.infer.auditor.rerun_items`). Path
-    hints are relative to the working directory and dropped when they look identifying.
+    The seal recipe lives with the job's auditor (:func:`medgen.infer.auditor.seal_job`), which
+    reads it back in ``medgen audit RUN [--rerun N]``.
     """
-    from medgen.audit import seal_run
-    from medgen.audit.seal import rel_hint
+    from medgen.infer.auditor import seal_job as _seal
 
-    def safe(hint):
-        return hint if hint and not run.guard.findings(hint) else None
-
-    p = job.predictor
-    model_ref = (model_reference(model) if model.startswith(("runs:/", "models:/"))
-                 else {"model_hint": safe(rel_hint(model))})  # a runs:/ URI, split (see above)
-    rerun = {"task": job.task, "src_hint": safe(rel_hint(job.src)), **model_ref,
-             "root_hint": safe(rel_hint(job.root)) if job.root else None,
-             "settings": p.settings.to_dict() if p is not None else {},
-             "factory": job.spec.factory, "options": dict(job.spec.options),
-             "output_format": job.output_format}
-    lineage = {"weights_sha256": summary.weights_sha256, "job_digest": summary.job_digest,
-               "input_digest": summary.input_digest,
-               "output_manifest_sha256": summary.output_manifest_sha256,
-               "ok": summary.ok, "failed": summary.failed, "quarantined": summary.quarantined}
-    return seal_run(run, kind="infer", lineage=lineage, rerun=rerun)
+    return _seal(run, job, summary, model=model)

@@ -25,6 +25,7 @@ from typing import Any
 
 from medgen.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
 from medgen.pipeline.spec import PipelineSpec, configs_dir, interpolate, resolve_config
+from medgen.pipeline.steps import StepFailed
 from medgen.utils.atomic import atomic_write_text
 from medgen.utils.hashing import sha256_json
 
@@ -48,16 +49,11 @@ class PipelineResult:
     workdir: Path
     steps: list[StepResult]
     run_id: str | None = None
+    tracking_uri: str | None = None
 
     @property
     def exit_code(self) -> int:
         return EXIT_OK if all(s.status in ("ok", "skipped", "planned") for s in self.steps) else EXIT_PARTIAL
-
-
-class StepFailed(Exception):
-    def __init__(self, message: str, outputs: dict | None = None):
-        super().__init__(message)
-        self.outputs = outputs or {}
 
 
 class Runner:
@@ -94,21 +90,14 @@ class Runner:
 
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> PipelineResult:
-        from medgen.keys import create_key_file
-
-        results: list[StepResult] = []
         plan = self.plan()  # every step checked before any runs: a bad value costs seconds
         if self.dry_run:
             return PipelineResult(self.spec.name, self.workdir, plan)
-        key_file = Path(self.scope["key_file"])
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if not key_file.exists():
-            create_key_file(key_file)
-            self.say(f"created a pseudonymization key at {key_file} (keep it secret)")
-
         from medgen.track import ensure_store, start_run
         from medgen.track.run import ENV_PARENT_RUN_ID
 
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        key_env = self._key_env()
         self.tracking_uri = ensure_store(self.spec.tracking.tracking_uri)
         with start_run(self.spec.tracking.experiment, self.spec.name, tracking_uri=self.tracking_uri,
                        tags={"medgen.task": "pipeline", "medgen.pipeline": self.spec.name},
@@ -116,29 +105,52 @@ class Runner:
             parent.log_config(self.spec, "pipeline/resolved.yaml")
             parent.log_lineage()
             self.parent = parent
-            self.env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri,
-                        ENV_PARENT_RUN_ID: parent.run_id, "MEDGEN_KEY_FILE": str(key_file.resolve()),
-                        "MLFLOW_DISABLE_TELEMETRY": "true"}
-            self.env.pop("MEDGEN_KEY", None)
-            stop = False
-            for step in self.spec.steps:
-                if stop:
-                    results.append(StepResult(step.name, step.kind, "failed", message="not run: an earlier step failed"))
-                    continue
-                res = self._run_step(step)
-                results.append(res)
-                self.say(f"{res.status:8} {step.name} ({step.kind}) {res.seconds:.1f} s {res.message}")
-                parent.log_metrics({f"step.{step.name}.seconds": res.seconds})
-                parent.set_tags({f"medgen.step.{step.name}.status": res.status,
-                                 f"medgen.step.{step.name}.run_id": res.run_id or ""})
-                stop = res.status == "failed"
-            from medgen.audit import seal_run
+            self.env = {k: v for k, v in os.environ.items() if k not in ("MEDGEN_KEY", "MEDGEN_KEY_FILE")}
+            self.env.update({"MLFLOW_TRACKING_URI": self.tracking_uri, ENV_PARENT_RUN_ID: parent.run_id,
+                             "MLFLOW_DISABLE_TELEMETRY": "true", **key_env})
+            results = self._run_steps(parent)
+            from medgen.pipeline.auditor import seal_pipeline
 
-            seal_run(parent, kind="pipeline", lineage={
-                "steps": {r.name: {"kind": r.kind, "status": r.status, "run_id": r.run_id,
-                                   "outputs_sha256": sha256_json(_jsonable(r.outputs))} for r in results}})
-            result = PipelineResult(self.spec.name, self.workdir, results, parent.run_id)
-        return result
+            seal_pipeline(self, parent, results)
+            return PipelineResult(self.spec.name, self.workdir, results, parent.run_id,
+                                  self.tracking_uri)
+
+    def _key_env(self) -> dict[str, str]:
+        """The pseudonymization key the steps use: the spec's ``key_file`` when set, else an
+        exported ``$MEDGEN_KEY_FILE`` / ``$MEDGEN_KEY``, else ``WORKDIR/secrets/medgen.key``
+        (created on first use). Only the fingerprint is ever printed."""
+        from medgen.keys import create_key_file, load_key
+
+        explicit = "key_file" in self.spec.model_fields_set
+        if not explicit and os.environ.get("MEDGEN_KEY_FILE"):
+            key_file = Path(os.environ["MEDGEN_KEY_FILE"])
+            self.say(f"key: $MEDGEN_KEY_FILE (fingerprint {load_key(key_file).fingerprint})")
+            return {"MEDGEN_KEY_FILE": str(key_file.resolve())}
+        if not explicit and os.environ.get("MEDGEN_KEY"):
+            self.say(f"key: $MEDGEN_KEY (fingerprint {load_key(None).fingerprint})")
+            return {"MEDGEN_KEY": os.environ["MEDGEN_KEY"]}
+        key_file = Path(self.scope["key_file"])
+        if not key_file.exists():
+            create_key_file(key_file)
+            self.say(f"created a pseudonymization key at {key_file} (keep it secret)")
+        return {"MEDGEN_KEY_FILE": str(key_file.resolve())}
+
+    def _run_steps(self, parent) -> list[StepResult]:
+        results: list[StepResult] = []
+        stop = False
+        for step in self.spec.steps:
+            if stop:
+                results.append(StepResult(step.name, step.kind, "failed",
+                                          message="not run: an earlier step failed"))
+                continue
+            res = self._run_step(step)
+            results.append(res)
+            self.say(f"{res.status:8} {step.name} ({step.kind}) {res.seconds:.1f} s {res.message}")
+            parent.log_metrics({f"step.{step.name}.seconds": res.seconds})
+            parent.set_tags({f"medgen.step.{step.name}.status": res.status,
+                             f"medgen.step.{step.name}.run_id": res.run_id or ""})
+            stop = res.status == "failed"
+        return results
 
     def plan(self) -> list[StepResult]:
         """Resolve and check every step (:mod:`medgen.pipeline.check`) without running any; say

@@ -1,4 +1,8 @@
-"""Step implementations: ``step_<kind>(runner, name, spec) -> (status, outputs, run_id)``."""
+"""Step implementations: ``step_<kind>(runner, name, spec) -> (status, outputs, run_id)``.
+
+``runner`` is the :class:`medgen.pipeline.runner.Runner` running the pipeline (not imported here:
+the runner imports the steps, never the other way round).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medgen.pipeline.runner import Runner, StepFailed
+
+class StepFailed(Exception):
+    """A step that could not do its work (one line; the pipeline stops after it)."""
+
+    def __init__(self, message: str, outputs: dict | None = None):
+        super().__init__(message)
+        self.outputs = outputs or {}
 
 
 @contextlib.contextmanager
-def child_run(runner: Runner, name: str, kind: str):
+def child_run(runner, name: str, kind: str):
     """A nested run for an in-process step; sealed at the end."""
     from medgen.track import start_run
 
@@ -22,7 +32,7 @@ def child_run(runner: Runner, name: str, kind: str):
         yield run
 
 
-def latest_child(runner: Runner, experiment: str) -> str | None:
+def latest_child(runner, experiment: str) -> str | None:
     """Run id of the newest run of ``experiment`` nested under the pipeline's run."""
     from medgen.track import client_for
 
@@ -44,7 +54,7 @@ def _seal(run, kind: str, lineage: dict) -> None:
 
 # --- in-process steps ----------------------------------------------------------------------------
 
-def step_sample_data(runner: Runner, name: str, spec: dict):
+def step_sample_data(runner, name: str, spec: dict):
     from medgen.data import build_sample_data
 
     dst = build_sample_data(spec["dst"])
@@ -52,7 +62,7 @@ def step_sample_data(runner: Runner, name: str, spec: dict):
                   "ct": str(dst / "ct")}, None
 
 
-def step_degrade(runner: Runner, name: str, spec: dict):
+def step_degrade(runner, name: str, spec: dict):
     """Degraded (and clean reference) NIfTI copies of a manifest split, same relative paths."""
     import numpy as np
     import torch
@@ -106,7 +116,7 @@ def step_degrade(runner: Runner, name: str, spec: dict):
     return "ok", {"dst": str(dst), "reference_dst": str(ref_dst), "n": len(recs)}, rid
 
 
-def step_evaluate(runner: Runner, name: str, spec: dict):
+def step_evaluate(runner, name: str, spec: dict):
     if spec["task"] == "synth":
         status, out = runner.cli(["evaluate", "synth", "--real", spec["reference"], "--synthetic",
                                   spec["outputs"], *spec.get("args", [])])
@@ -127,7 +137,7 @@ def step_evaluate(runner: Runner, name: str, spec: dict):
     return "ok", {"report": str(out), **{k: v for k, v in rep["summary"].items()}}, rid
 
 
-def step_audit(runner: Runner, name: str, spec: dict):
+def step_audit(runner, name: str, spec: dict):
     from medgen.audit import audit_run
 
     wanted = spec.get("steps")
@@ -150,7 +160,7 @@ def step_audit(runner: Runner, name: str, spec: dict):
 
 # --- command steps -------------------------------------------------------------------------------
 
-def step_deid(runner: Runner, name: str, spec: dict):
+def step_deid(runner, name: str, spec: dict):
     args = ["deid", "run", spec["src"], spec["dst"], "--workers", str(spec.get("workers", 1))]
     for o in spec.get("options", []):
         args += ["--option", o]
@@ -167,7 +177,7 @@ def step_deid(runner: Runner, name: str, spec: dict):
     return status, {"dst": spec["dst"], "audit": str(audit)}, rid
 
 
-def step_manifest(runner: Runner, name: str, spec: dict):
+def step_manifest(runner, name: str, spec: dict):
     out = Path(spec["output"])
     raw = out.with_name(out.name.removesuffix(".jsonl") + ".all.jsonl")
     args = ["manifest", "build", spec["src"], "-o", str(raw), "-q"]
@@ -188,7 +198,7 @@ def step_manifest(runner: Runner, name: str, spec: dict):
     return status, {"manifest": str(out), "digest": m.digest, "n": len(m)}, rid
 
 
-def step_train(runner: Runner, name: str, spec: dict):
+def step_train(runner, name: str, spec: dict):
     cfg = runner.config_path(spec["config"])
     args = ["train", str(cfg), "-q", "--set", f"output_dir={runner.workdir / 'runs'}",
             "--set", f"tracking.tracking_uri={runner.tracking_uri}"]
@@ -200,7 +210,7 @@ def step_train(runner: Runner, name: str, spec: dict):
                     "run_dir": res["run_dir"], "weights_sha256": res["weights_sha256"]}, res.get("mlflow_run_id")
 
 
-def _infer(runner: Runner, name: str, spec: dict, command: str):
+def _infer(runner, name: str, spec: dict, command: str):
     args = [command, "--model", spec["model"], spec["src"], spec["dst"], "--quiet",
             "--tracking-uri", runner.tracking_uri, *spec.get("args", [])]
     status, _ = runner.cli(args)
@@ -223,7 +233,7 @@ def step_translate(runner, name, spec):
     return _infer(runner, name, spec, "translate")
 
 
-def step_synthesize(runner: Runner, name: str, spec: dict):
+def step_synthesize(runner, name: str, spec: dict):
     args = ["synthesize", "--model", spec["model"], "-n", str(spec.get("n", 4)), spec["dst"],
             *spec.get("args", [])]
     status, out = runner.cli(args)

@@ -358,13 +358,18 @@ def synthesize(model_dir: str | Path | tuple, n: int, dst: str | Path, *,
                              "synth/failures": len(failures)})
             run.log_json({"summary": memorization_summary, "samples": rows}, "synth/memorization.json")
             run.log_manifest(manifest_path, role="synthetic")
-            from medgen.audit import seal_run
             from medgen.manifest import Manifest
+            from medgen.synth.lineage import seal_synthesis
 
-            seal_run(run, kind="synthesize", lineage={
-                "weights_sha256": wsha, "n_written": written, "n_withheld": withheld,
-                "synthetic_manifest_sha256": Manifest.load(manifest_path).digest,
-                "base_seed": int(seed)})
+            seal_synthesis(run, model_dir=None if isinstance(model_dir, tuple) else model_dir,
+                           dst=dst, manifest_path=manifest_path, lineage={
+                               "weights_sha256": wsha, "n_written": written, "n_withheld": withheld,
+                               "synthetic_manifest_sha256": Manifest.load(manifest_path).digest,
+                               "base_seed": int(seed)},
+                           recipe={"n": int(n), "seed": int(seed), "batch": int(batch),
+                                   "format": fmt, "conditions": cond_values, "device": dev.type,
+                                   "sampler": sampler, "steps": steps, "guidance": guidance,
+                                   "eta": eta})
     return SynthResult(dst, manifest_path, n, written, sum(r["flagged"] for r in rows), withheld,
                        memorization_summary, failures, run_id, sps if rows else math.nan, records)
 

@@ -1,5 +1,10 @@
 """Where runs go: the tracking URI, and a store that is initialised once before parallel writers.
 
+**One rule for every command** (:data:`STORE_RULE`): ``--tracking-uri`` (or a pipeline's
+``tracking.tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the current
+folder. Commands print the store they used (:func:`store_line`). Reading (``medgen audit``) opens
+an existing store only (:func:`open_store`): it never creates one.
+
 MLflow's embedded store is a sqlite file; its schema is created (alembic migrations) by the first
 client that opens it. Eight processes opening a fresh file at once race on those migrations and can
 leave it corrupt, so :func:`ensure_store` does the first open, and every experiment lookup/creation,
@@ -28,6 +33,9 @@ log = logging.getLogger("medgen.track")
 
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
+STORE_RULE = "--tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db in the current folder"
+#: MLflow's own run-id rule (mlflow.utils.validation._RUN_ID_REGEX)
+_RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")
 
 T = TypeVar("T")
 
@@ -39,6 +47,8 @@ def telemetry_off() -> None:
     """Switch MLflow's usage telemetry off (must happen before ``import mlflow``)."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "1"
+    # MLflow's tqdm bars on artifact downloads (every audit reads artifacts): off unless asked for
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 telemetry_off()
@@ -99,9 +109,20 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines (``Creating initial MLflow database tables...``) stay off stderr: its
+    own ``mlflow`` logger is set to WARNING after MLflow configured it on import, unless the user
+    chose a level with ``$MLFLOW_LOGGING_LEVEL``."""
+    telemetry_off()
+    import mlflow  # noqa: F401 - configures MLflow's loggers on first import
+
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def client_for(uri: str) -> MlflowClient:
     """An ``MlflowClient`` bound to ``uri`` (no global ``mlflow.set_tracking_uri``)."""
-    telemetry_off()
+    quiet_mlflow()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -224,7 +245,7 @@ def retry(fn: Callable[[], T], attempts: int = 8, base_delay: float = 0.05) -> T
 def fetch_artifacts(run_id: str, artifact_path: str, dst: str | os.PathLike,
                     tracking_uri: str | None = None) -> Path:
     """Download ``artifact_path`` of ``run_id`` into ``dst``; return the local path."""
-    telemetry_off()
+    quiet_mlflow()
     from mlflow.artifacts import download_artifacts
 
     uri = ensure_store(tracking_uri)
@@ -239,3 +260,93 @@ def describe_uri(uri: str) -> dict[str, Any]:
     if db is not None:
         return {"kind": "sqlite", "file": db.name}
     return {"kind": uri.split(":", 1)[0]}
+
+
+def store_line(uri: str) -> str:
+    """The line every command prints about where its runs went."""
+    return f"MLflow store: {uri}  (view: mlflow ui --backend-store-uri {uri})"
+
+
+class StoreNotFoundError(MedgenError):
+    """Reading from a store that does not exist (nothing is created). Exit code 2."""
+
+
+class RunNotFoundError(MedgenError):
+    """A run id that is malformed or not in the store read. Exit code 2."""
+
+
+def _sqlite_ro(db: Path):
+    import sqlite3
+
+    return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+
+
+def _is_mlflow_db(db: Path) -> bool:
+    import sqlite3
+
+    try:
+        with contextlib.closing(_sqlite_ro(db)) as con:
+            names = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.Error:
+        return False
+    return {"runs", "experiments", "alembic_version"} <= names
+
+
+def open_store(uri: str | None = None) -> str:
+    """Resolve ``uri`` (the one rule) and check that an MLflow store is there, for reading.
+
+    Never creates anything: no database, no folder, no lock file. Raises
+    :class:`StoreNotFoundError` (one line) for a missing file or a file that is not an MLflow
+    store, :class:`TrackingServerError` for a server that does not answer.
+    """
+    uri = resolve_tracking_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise StoreNotFoundError(uri, "no MLflow store there (nothing was created)")
+        if not _is_mlflow_db(db):
+            raise StoreNotFoundError(uri, "not an MLflow store (no MLflow tables)")
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    return uri
+
+
+def sqlite_has_run(db: Path, run_id: str) -> bool:
+    """Whether the sqlite store ``db`` holds ``run_id`` (read-only: MLflow's ``runs`` table, whose
+    layout has not changed since MLflow 1.0; opening it through MLflow could migrate it)."""
+    import sqlite3
+
+    if not db.is_file() or not _is_mlflow_db(db):
+        return False
+    try:
+        with contextlib.closing(_sqlite_ro(db)) as con:
+            return con.execute("select 1 from runs where run_uuid = ?", (run_id,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def stores_nearby() -> list[str]:
+    """sqlite stores a person may mean: the default one, ``*.db`` in the current folder and
+    ``*/mlflow.db`` one level down (sorted, existing MLflow stores only)."""
+    cwd = Path.cwd()
+    cands = {sqlite_path(resolve_tracking_uri(None))} if os.environ.get("MLFLOW_TRACKING_URI",
+                                                                        "").startswith("sqlite:") else set()
+    cands |= set(cwd.glob("*.db")) | set(cwd.glob(f"*/{DEFAULT_DB_NAME}"))
+    return sorted("sqlite:///" + str(p.resolve()) for p in cands if p and _is_mlflow_db(p))
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a well-formed MLflow run id, else :class:`RunNotFoundError`."""
+    if not _RUN_ID.fullmatch(run_id or ""):
+        shown = (run_id or "")[:40].encode("ascii", "replace").decode()
+        raise RunNotFoundError(None, f"'{shown}' is not a run id (MLflow run ids are 32 hex digits)")
+    return run_id
+
+
+def run_not_found(run_id: str, uri: str) -> RunNotFoundError:
+    """The one-line error for a run missing from ``uri``, naming the store that has it, if any
+    store in the current folder (or the default one) does."""
+    other = [u for u in stores_nearby() if u != uri and sqlite_has_run(sqlite_path(u), run_id)]
+    hint = (f"; it is in {other[0]} (pass --tracking-uri {other[0]})" if other
+            else "; no store in the current folder has it either")
+    return RunNotFoundError(None, f"run {run_id} is not in the MLflow store {uri}{hint}")

@@ -137,6 +137,9 @@ class Trainer:
         self.step = 0
         self.best_metric = -float("inf")
         self.smoke: dict | None = None  # weights digest after the first step (audit re-runs)
+        from medgen.train.provenance import Provenance
+
+        self.provenance = Provenance(self)
 
     def make_scheduler(self, opt: torch.optim.Optimizer):
         """Warm-up + cosine decay over ``optim.max_steps`` (what every task uses by default), or
@@ -195,8 +198,11 @@ class Trainer:
                  "scaler": task.scaler.state_dict(), "rng": capture_rng_state(),
                  "config_sha256": self.config_sha256,
                  "modules": {k: m.state_dict() for k, m in task.extra_modules().items()},
-                 "task": task.extra_state(), "smoke": json.dumps(self.smoke)}
+                 "task": task.extra_state(), "smoke": json.dumps(self.smoke),
+                 **self.provenance.extra_state()}
         opt_state = {k: o.state_dict() for k, o in task.optimizers.items()}
+        if which == "last":
+            self.provenance.before_save_last(self.step)
         path = self.run_dir / "checkpoints" / which
         save_checkpoint(path, self.model, card=self._card(metrics, run_id), extra_state=extra,
                         optimizer_state=opt_state, ema=task.ema)
@@ -210,10 +216,15 @@ class Trainer:
             return False
         state = load_train_state(last, self.device)
         extra = state["extra"]
-        if extra.get("config_sha256") != self.config_sha256:
+        if extra.get("config") is None and extra.get("config_sha256") != self.config_sha256:
             from medgen.errors import ConfigError
 
             raise ConfigError(self.run_name, "cannot resume: the config differs from the checkpoint's")
+        from medgen.train.provenance import check_resume_config
+
+        if extra.get("config") is not None:  # refuse a forbidden change before loading anything
+            check_resume_config(extra["config"], self.cfg.model_dump(mode="json"),
+                                int(extra["step"]), self.run_name)
         task = self.task
         self.model.load_state_dict(read_state_dict(last / "model.safetensors", self.device))
         for k, o in task.optimizers.items():
@@ -234,110 +245,94 @@ class Trainer:
         self.step = int(extra["step"])
         self.best_metric = float(extra["best_metric"])
         self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        card = json.loads((last / "card.json").read_text()) if (last / "card.json").exists() else {}
+        self.provenance.on_load(extra, card.get("mlflow_run_id"))
         log.info("resumed %s at step %d", self.run_name, self.step)
         return True
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> TrainResult:
-        cfg = self.cfg
-        task = self.task
-        if self.resume:
-            self.load_last()
-        train_ds = volume_dataset(cfg, self.manifest, self.train_records)
-        val_ds = volume_dataset(cfg, self.manifest, self.val_records) if self.val_records else None
+        from medgen.train.provenance import run_folder_lock
+
+        lock = run_folder_lock(self.run_dir) if self.is_main else contextlib.nullcontext()
+        with lock:
+            if self.resume:
+                self.load_last()
+            train_ds = volume_dataset(self.cfg, self.manifest, self.train_records)
+            val_ds = (volume_dataset(self.cfg, self.manifest, self.val_records)
+                      if self.val_records else None)
+            self._t_start = time.perf_counter()
+            with self._run_ctx() as run:
+                if run is not None:
+                    self.provenance.start(run)
+                metrics, stopped = self._loop(run, train_ds, val_ds, stop_after)
+                return self._finish(run, metrics, stopped)
+
+    def _loop(self, run, train_ds, val_ds, stop_after: int | None) -> tuple[dict, bool]:
+        """Train until ``max_steps``, the time budget or ``stop_after``; (val metrics, stopped)."""
+        cfg, task = self.cfg, self.task
+        run_id = getattr(run, "run_id", None)
         sampler = task.sampler(train_ds)
-        self._t_start = time.perf_counter()
-        stopped = False
         metrics: dict[str, float] = {}
-        with self._run_ctx() as run:
-            run_id = getattr(run, "run_id", None)
-            if run is not None and self.step == 0:
-                run.log_config(cfg)
-                run.log_manifest(self.manifest.digest, role="train")
-                run.log_lineage({"seed": cfg.seed})
-                run.set_tags({"medgen.task": str(cfg.task.name), **cfg.task.tags(),
-                              "medgen.model": cfg.model.name, "medgen.resumed": "false"})
-            elif run is not None:
-                run.set_tags({"medgen.resumed": "true", "medgen.resumed_at_step": self.step})
-            t_last, n_last = time.perf_counter(), self.step
-            while self.step < cfg.optim.max_steps:
-                # randomness of this step is a pure function of (seed, step): exact resume
-                torch.manual_seed(step_seed(cfg.seed, self.step * self.world + self.rank, "torch"))
-                batch = sampler.batch(self.step * self.world + self.rank)
-                parts = task.train_step(batch, self.step)
-                self.step += 1
-                if self.step == 1 and self.smoke is None:
-                    from medgen.models import state_dict_sha256
+        t_last, n_last = time.perf_counter(), self.step
+        while self.step < cfg.optim.max_steps:
+            # randomness of this step is a pure function of (seed, step): exact resume
+            torch.manual_seed(step_seed(cfg.seed, self.step * self.world + self.rank, "torch"))
+            batch = sampler.batch(self.step * self.world + self.rank)
+            parts = task.train_step(batch, self.step)
+            self.step += 1
+            if self.step == 1 and self.smoke is None:
+                from medgen.models import state_dict_sha256
 
-                    self.smoke = {"steps": 1, "deterministic": cfg.deterministic,
-                                  "device": self.device.type,
-                                  "weights_sha256": state_dict_sha256(
-                                      {k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
-                now = time.perf_counter()
-                if self.is_main:
-                    sps = (self.step - n_last) / max(1e-9, now - t_last)
-                    if self.progress:
-                        self.progress(self.step, cfg.optim.max_steps, parts.get("loss", float("nan")), sps)
-                    if run is not None:
-                        run.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=self.step)
-                val_due = val_ds is not None and (self.step % cfg.val.every_steps == 0
-                                                  or self.step == cfg.optim.max_steps)
-                if self.is_main and val_due:
-                    metrics = task.validate(val_ds, sampler, run, self.step)
-                    if run is not None:
-                        run.log_metrics(metrics, step=self.step)
-                    if metrics[task.val_metric] > self.best_metric:
-                        self.best_metric = metrics[task.val_metric]
-                        self.save("best", metrics, run_id)
-                budget = cfg.optim.time_budget_s  # the whole run's, resumed parts included
-                out_of_time = budget is not None and self.elapsed() > budget
-                stop_now = stop_after is not None and self.step >= stop_after
-                if self.is_main and (self.step % cfg.checkpoint_every == 0 or out_of_time or stop_now
-                                     or self.step == cfg.optim.max_steps):
-                    self.save("last", metrics, run_id)
-                if out_of_time or stop_now:
-                    stopped = self.step < cfg.optim.max_steps
-                    break
-            last = self.run_dir / "checkpoints" / "last"
-            best = self.run_dir / "checkpoints" / "best"
-            from medgen.models import weights_sha256
+                self.smoke = {"steps": 1, "deterministic": cfg.deterministic,
+                              "device": self.device.type,
+                              "weights_sha256": state_dict_sha256(
+                                  {k: v.detach().cpu() for k, v in self.model.state_dict().items()})}
+            now = time.perf_counter()
+            if self.is_main:
+                sps = (self.step - n_last) / max(1e-9, now - t_last)
+                if self.progress:
+                    self.progress(self.step, cfg.optim.max_steps, parts.get("loss", float("nan")), sps)
+                if run is not None:
+                    run.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=self.step)
+            val_due = val_ds is not None and (self.step % cfg.val.every_steps == 0
+                                              or self.step == cfg.optim.max_steps)
+            if self.is_main and val_due:
+                metrics = task.validate(val_ds, sampler, run, self.step)
+                if run is not None:
+                    run.log_metrics(metrics, step=self.step)
+                if metrics[task.val_metric] > self.best_metric:
+                    self.best_metric = metrics[task.val_metric]
+                    self.save("best", metrics, run_id)
+            budget = cfg.optim.time_budget_s  # the whole run's, resumed parts included
+            out_of_time = budget is not None and self.elapsed() > budget
+            stop_now = stop_after is not None and self.step >= stop_after
+            if self.is_main and (self.step % cfg.checkpoint_every == 0 or out_of_time or stop_now
+                                 or self.step == cfg.optim.max_steps):
+                self.save("last", metrics, run_id)
+            if out_of_time or stop_now:
+                return metrics, self.step < cfg.optim.max_steps
+        return metrics, False
 
-            wsha = weights_sha256(last) if self.is_main else ""
-            if run is not None and self.is_main:
-                run.set_tags({"medgen.weights_sha256": wsha, "medgen.stopped_early": str(stopped).lower()})
-                if not stopped:  # what inference needs; resume state stays beside the run on disk
-                    for name, ck in (("last", last), ("best", best)):
-                        for f in ("model.safetensors", "ema.safetensors", "config.json", "card.json"):
-                            if (ck / f).exists():
-                                run.log_artifact(ck / f, f"checkpoints/{name}")
-                self._seal(run, wsha, stopped)
+    def _finish(self, run, metrics: dict, stopped: bool) -> TrainResult:
+        """Weights digest, the checkpoints inference needs as artifacts, the seal."""
+        from medgen.models import weights_sha256
+
+        last = self.run_dir / "checkpoints" / "last"
+        best = self.run_dir / "checkpoints" / "best"
+        if self.is_main and not (last / "model.safetensors").exists():
+            self.save("last", metrics, getattr(run, "run_id", None))  # resumed at max_steps
+        wsha = weights_sha256(last) if self.is_main else ""
+        if run is not None and self.is_main:
+            run.set_tags({"medgen.weights_sha256": wsha, "medgen.stopped_early": str(stopped).lower()})
+            if not stopped:  # what inference needs; resume state stays beside the run on disk
+                for name, ck in (("last", last), ("best", best)):
+                    for f in ("model.safetensors", "ema.safetensors", "config.json", "card.json"):
+                        if (ck / f).exists():
+                            run.log_artifact(ck / f, f"checkpoints/{name}")
+            self.provenance.seal(run, wsha, stopped)
         return TrainResult(self.run_dir, best if best.exists() else None, last, self.step,
-                           metrics, wsha, run_id, stopped)
-
-    def _seal(self, run, weights_sha: str, stopped: bool) -> None:
-        """Log the input manifest (if it carries no identifiers) and seal the run."""
-        from medgen.audit import seal_run
-        from medgen.audit.seal import rel_hint
-        from medgen.track import PHIError
-
-        artifact = None
-        mpath = Path(self.cfg.data.manifest)
-        try:
-            run.log_artifact(mpath, "manifests/train")
-            artifact = f"manifests/train/{mpath.name}"
-        except PHIError:
-            log.warning("input manifest not logged to MLflow (it holds identifier-like text); "
-                        "an audit needs --manifest train=PATH")
-        def safe(hint):  # a path hint that looks identifying is dropped, not logged
-            return hint if hint and not run.guard.findings(hint) else None
-
-        inputs = {"train": {"artifact": artifact, "manifest_hint": safe(rel_hint(mpath)),
-                            "root_hint": safe(rel_hint(self.manifest.root))}}
-        seal_run(run, kind="train",
-                 lineage={"weights_sha256": weights_sha, "config_sha256": self.config_sha256,
-                          "train_manifest_sha256": self.manifest.digest, "steps": self.step,
-                          "stopped_early": stopped},
-                 rerun={"inputs": inputs, "smoke": self.smoke})
+                           metrics, wsha, getattr(run, "run_id", None), stopped)
 
     def _run_ctx(self):
         if not (self.cfg.tracking.enabled and self.is_main):

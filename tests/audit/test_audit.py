@@ -67,7 +67,7 @@ def test_untouched_run_passes_with_rerun(sealed, monkeypatch):
     rep = _audit(base, uri, res.mlflow_run_id, monkeypatch, rerun=1)
     assert rep.passed, rep.failures
     text = " ".join(rep.checks)
-    assert "weights bit-identical" in text and "input file(s)" in text
+    assert "weights bit-identical" in text and "file(s) of manifest 'train'" in text
     jp, hp = rep.write(base / "report")
     assert jp.exists() and "PASS" in hp.read_text()
 
@@ -158,7 +158,7 @@ def test_tampered_input_file_fails(sealed, monkeypatch):
         rep = _audit(base, uri, res.mlflow_run_id, monkeypatch)
     finally:
         _restore(f, orig)
-    assert any(f"input file '{f.name}' (train) was changed" in x for x in rep.failures)
+    assert any(f"file '{f.name}' (train) was changed" in x for x in rep.failures)
 
 
 def test_cli_audit_exit_codes(sealed, tmp_path):

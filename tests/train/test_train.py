@@ -38,11 +38,19 @@ def test_resume_equals_uninterrupted(phantom_manifest, tmp_path, tiny_config):
 
 
 def test_resume_refuses_changed_config(phantom_manifest, tmp_path, tiny_config):
+    """Any change but optim.max_steps is refused, naming the key; max_steps may grow (extend the
+    run) but not fall below the checkpoint's step."""
     cfg = tiny_config(phantom_manifest, tmp_path, "unet")
     Trainer(cfg, run_name="r").fit(stop_after=2)
     other = tiny_config(phantom_manifest, tmp_path, "unet", **{"optim.lr": 0.01})
-    with pytest.raises(ConfigError, match="config differs"):
+    with pytest.raises(ConfigError, match="'optim.lr' differs from the checkpoint's config"):
         Trainer(other, run_name="r", resume=True).fit()
+    fewer = tiny_config(phantom_manifest, tmp_path, "unet", **{"optim.max_steps": 1})
+    with pytest.raises(ConfigError, match="below the checkpoint's step 2"):
+        Trainer(fewer, run_name="r", resume=True).fit()
+    longer = tiny_config(phantom_manifest, tmp_path, "unet", **{"optim.max_steps": 6})
+    res = Trainer(longer, run_name="r", resume=True).fit()
+    assert res.step == 6
 
 
 def test_self_supervised_blindspot(phantom_manifest, tmp_path, tiny_config):

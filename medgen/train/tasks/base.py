@@ -74,6 +74,11 @@ class TrainTask:
     def validate(self, val_ds, sampler, run, step: int) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
 
+    def input_manifests(self) -> dict[str, tuple[Any, str, str]]:
+        """Input manifests beyond ``data.manifest``: ``role -> (Manifest, config key of its file,
+        config key of its root)``. Each is recorded, sealed and re-checked by ``medgen audit``."""
+        return {}
+
     def card_fields(self) -> dict[str, Any]:
         """Extra model-card fields (e.g. lineage) for this task."""
         return {}

@@ -327,6 +327,10 @@ class TranslateTask(TrainTask):
         return m
 
     # -- card / state ---------------------------------------------------------------------------
+    def input_manifests(self):
+        """Domain B's manifest is an input too: recorded, sealed and re-hashed by the audit."""
+        return {"target": (self.b_manifest, "task.target_manifest", "task.target_root")}
+
     def card_fields(self):
         tr = self.tr
         lineage = {"translate_paired": str(tr.paired).lower(),
