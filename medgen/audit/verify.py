@@ -116,10 +116,10 @@ def audit_run(run_id: str, *, tracking_uri: str | None = None, rerun: int = 0,
     :class:`medgen.track.store.RunNotFoundError` (malformed id, run not in the store) or
     :class:`~medgen.track.store.StoreNotFoundError`; reading never creates a store.
     """
-    from medgen.track.store import check_run_id, client_for, open_store
+    from medgen.track.store import check_run_id, client_for, open_store_for_run
 
     check_run_id(run_id)
-    uri = open_store(tracking_uri)
+    uri = open_store_for_run(tracking_uri, run_id)
     roots = (dict(data_root) if isinstance(data_root, dict)
              else {DEFAULT_ROOT: os.fspath(data_root)} if data_root else {})
     opts = AuditOptions(rerun, dict(manifests or {}), roots, audit_key_file)

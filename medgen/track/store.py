@@ -343,10 +343,23 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _where_else(run_id: str, uri: str) -> str:
+    other = [u for u in stores_nearby() if u != uri and sqlite_has_run(sqlite_path(u), run_id)]
+    return (f"; run {run_id} is in {other[0]} (pass --tracking-uri {other[0]})" if other
+            else "; no store in the current folder has it either")
+
+
 def run_not_found(run_id: str, uri: str) -> RunNotFoundError:
     """The one-line error for a run missing from ``uri``, naming the store that has it, if any
     store in the current folder (or the default one) does."""
-    other = [u for u in stores_nearby() if u != uri and sqlite_has_run(sqlite_path(u), run_id)]
-    hint = (f"; it is in {other[0]} (pass --tracking-uri {other[0]})" if other
-            else "; no store in the current folder has it either")
-    return RunNotFoundError(None, f"run {run_id} is not in the MLflow store {uri}{hint}")
+    return RunNotFoundError(None, f"run {run_id} is not in the MLflow store {uri}"
+                            + _where_else(run_id, uri).replace(f"; run {run_id} is", "; it is"))
+
+
+def open_store_for_run(uri: str | None, run_id: str) -> str:
+    """:func:`open_store` for reading ``run_id``: a missing store is one line that also names a
+    store nearby holding the run."""
+    try:
+        return open_store(uri)
+    except StoreNotFoundError as exc:
+        raise StoreNotFoundError(exc.where, exc.reason + _where_else(run_id, "")) from None

@@ -86,6 +86,54 @@ def check_resume_config(old: dict, new: dict, step: int, where: str) -> dict[str
     return {k: [a, b] for k, (a, b) in changes.items()}
 
 
+def default_run_name(cfg) -> str:
+    """``<model>-<8 hex>``: the digest of the config *without* the keys a resume may change, so
+    ``--resume --set optim.max_steps=N`` finds the run folder it extends."""
+    from medgen.utils.hashing import sha256_json
+
+    data = cfg.model_dump(mode="json")
+    for key in EXTENSIBLE:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return f"{cfg.model.name}-{sha256_json(data)[:8]}"
+
+
+def _checkpoint_extra(last: Path) -> dict | None:
+    """The JSON part of a checkpoint's resume state (no tensors loaded), or None."""
+    try:
+        return json.loads((last / "train_state.json").read_text())["state"]["extra"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def refuse_nearby_interrupted(cfg, run_dir: Path, near: int = 3) -> None:
+    """``--resume`` found no checkpoint for this config. If an *interrupted* run of the same
+    model in the same output folder differs from it in a few settings, the person most likely
+    changed a setting on resume: refuse, naming the keys. A run that is finished, or differs in
+    more than ``near`` settings, is another experiment: training starts fresh."""
+    mine = cfg.model_dump(mode="json")
+    best = None
+    for last in sorted(run_dir.parent.glob(f"{cfg.model.name}-*/checkpoints/last")):
+        extra = _checkpoint_extra(last)
+        if not extra or not extra.get("config"):
+            continue
+        old = extra["config"]
+        if int(extra.get("step", 0)) >= int(old.get("optim", {}).get("max_steps", 0)):
+            continue  # finished: nothing to resume there
+        keys = [k for k in config_changes(old, mine) if k not in EXTENSIBLE]
+        if keys and len(keys) <= near and (best is None or len(keys) < len(best[1])):
+            best = (last.parents[1].name, keys)
+    if best is not None:
+        name, keys = best
+        raise ConfigError(run_dir.name, f"cannot resume: the interrupted run {name} differs in "
+                          f"'{keys[0]}'" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
+                          + f" (only {', '.join(EXTENSIBLE)} may change on resume; to start a "
+                          f"separate run, drop --resume or give --run-name)")
+
+
 class Provenance:
     """The trainer's record keeping across attempts (rank 0 only)."""
 

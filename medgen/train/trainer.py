@@ -114,7 +114,9 @@ class Trainer:
         self.progress = progress
         self.config_yaml = dump_config(cfg)
         self.config_sha256 = sha256_bytes(self.config_yaml.encode())
-        self.run_name = run_name or cfg.tracking.run_name or f"{cfg.model.name}-{self.config_sha256[:8]}"
+        from medgen.train.provenance import default_run_name
+
+        self.run_name = run_name or cfg.tracking.run_name or default_run_name(cfg)
         self.run_dir = Path(cfg.output_dir) / self.run_name
         self.resume = resume
 
@@ -213,6 +215,9 @@ class Trainer:
 
         last = self.run_dir / "checkpoints" / "last"
         if not (last / "model.safetensors").exists():
+            from medgen.train.provenance import refuse_nearby_interrupted
+
+            refuse_nearby_interrupted(self.cfg, self.run_dir)
             return False
         state = load_train_state(last, self.device)
         extra = state["extra"]
