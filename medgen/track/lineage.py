@@ -56,8 +56,9 @@ VERSION_TAG = "medgen.version."
 SEED_TAG = "medgen.seed"
 
 _ROOT_NAME = re.compile(r"[A-Za-z][\w-]*")
-#: files medgen itself writes next to a store or a run: outputs, never part of the code's state
-MEDGEN_OUTPUT_PATTERNS = ("*.db.lock", "*.db.medgen-ready", "mlflow.db", "mlartifacts", ".medgen")
+#: files (and folders) medgen itself writes next to a store: outputs, never part of the code's state
+MEDGEN_OUTPUT_FILES = ("*.db.lock", "*.db.medgen-ready", "mlflow.db")
+MEDGEN_OUTPUT_DIRS = ("mlartifacts", ".medgen")
 
 
 # --- code ------------------------------------------------------------------------------------------
@@ -86,15 +87,17 @@ def git_state(repo: str | os.PathLike | None = None,
     """``(tags, diff)`` for the code in ``repo`` (default: medgen's own checkout).
 
     ``dirty`` is honest about code: a modified tracked file or an untracked file that git does
-    not ignore makes it ``true``; files medgen writes itself (stores, their lock and ready
-    files, run folders: :data:`MEDGEN_OUTPUT_PATTERNS`, and ``exclude``) never do. ``diff`` is
+    not ignore makes it ``true`` (``untracked`` counts such files); files medgen writes itself
+    (stores, their lock and ready files, artifacts and the root index:
+    :data:`MEDGEN_OUTPUT_FILES`, :data:`MEDGEN_OUTPUT_DIRS`, and ``exclude``) never do. ``diff`` is
     the raw ``git diff HEAD --binary`` (its sha256 goes in a tag; the text is for an artifact).
     """
     root = Path(repo) if repo else code_root()
     commit = git_commit(root)
     if commit is None:
         return {TAG_GIT_COMMIT: "unknown", TAG_GIT_DIRTY: "unknown"}, b""
-    specs = [f":(exclude,glob)**/{p}" for p in MEDGEN_OUTPUT_PATTERNS]
+    specs = [f":(exclude,glob)**/{p}" for p in MEDGEN_OUTPUT_FILES]
+    specs += [f":(exclude,glob)**/{d}/**" for d in MEDGEN_OUTPUT_DIRS]
     top = Path(_git(root, "rev-parse", "--show-toplevel").decode().strip())
     for p in exclude:
         try:
@@ -102,7 +105,7 @@ def git_state(repo: str | os.PathLike | None = None,
         except ValueError:
             continue  # outside the checkout: cannot make it dirty
         specs.append(f":(exclude,literal){rel.as_posix()}")
-    status = _git(top, "status", "--porcelain", "--untracked-files=normal", "--", ".", *specs)
+    status = _git(top, "status", "--porcelain", "--untracked-files=all", "--", ".", *specs)
     lines = [ln for ln in status.decode("utf-8", "replace").splitlines() if ln.strip()]
     diff = _git(top, "diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
     return ({TAG_GIT_COMMIT: commit, TAG_GIT_DIRTY: str(bool(lines)).lower(),
@@ -228,13 +231,16 @@ class DataRoots:
 
     def ref(self, path: str | os.PathLike, root: str, *, folder: bool = False,
             guard=None) -> dict[str, str | None]:
-        """``{"root": NAME, "path": REL}`` for ``path``; the root is the path itself when
-        ``folder`` is true, else its parent folder. ``REL`` is None when ``guard`` finds it
-        identifying (the audit then needs the path given)."""
+        """``{"root": NAME, "path": REL}`` for ``path``. A root declared already is used when
+        ``path`` lies inside it; else the root becomes the path itself (``folder``) or its parent
+        folder. ``REL`` is None when ``guard`` finds it identifying (the audit then needs the
+        path given)."""
         p = Path(path).resolve()
-        self.add(root, p if folder else p.parent)
-        rel = os.path.relpath(p, self.paths[root])
-        rel = Path(rel).as_posix()
+        base = self.paths.get(root)
+        if base is None or not (p == base or base in p.parents):
+            self.add(root, p if folder else p.parent)
+            base = self.paths[root]
+        rel: str | None = Path(os.path.relpath(p, base)).as_posix()
         if guard is not None and rel != "." and guard.findings(rel):
             rel = None
         return {"root": root, "path": rel}

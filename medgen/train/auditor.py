@@ -57,6 +57,10 @@ class TrainAuditor:
 
 def _attempt(ctx: AuditContext) -> Iterator[Finding]:
     lin = ctx.record.get("lineage", {})
+    if lin.get("superseded_by"):
+        yield ok(f"attempt ended {lin.get('status')} before its first checkpoint; training "
+                 f"restarted from step 0 in run {lin['superseded_by']}")
+        return
     succ = lin.get("successor")
     try:
         ctx.client.get_run(succ)
@@ -109,9 +113,10 @@ def _resumed_from(ctx: AuditContext, prev_id: str) -> Iterator[Finding]:
     if got in ({"step": rec["step"], "weights_sha256": rec["weights_sha256"]}, rec.get("prev")):
         ext = lin.get("extended") or {}
         note = "; extended " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in ext.items()) if ext else ""
-        yield ok(f"resumed at step {got['step']} from the checkpoint run {prev_id} wrote{note}")
+        yield ok(f"resumed at step {got['step']} from the checkpoint run {prev_id} "
+                 f"recorded{note}")
     else:
-        yield fail(f"resumed from a checkpoint run {prev_id} did not write (step/weights digest)")
+        yield fail(f"resumed from a checkpoint run {prev_id} did not record (step/weights digest)")
 
 
 def _smoke(ctx: AuditContext) -> list[Finding]:

@@ -46,6 +46,8 @@ TAG_SUCCESSOR = "medgen.resume.successor"
 #: the only config keys a resume may change
 EXTENSIBLE = ("optim.max_steps",)
 LOCK_NAME = ".medgen-train.lock"
+#: ``RUN/attempts.json``: every attempt that wrote (or began to write) this run folder
+ATTEMPTS_FILE = "attempts.json"
 
 
 @contextlib.contextmanager
@@ -190,21 +192,49 @@ class Provenance:
         for role, (m, _, _) in t.task.input_manifests().items():
             run.log_manifest(m.digest, role=role)
         run.log_lineage({"seed": cfg.seed})
+        listed = self._read_attempts()
+        abandoned: list[dict] = []
+        if self.resumed_from is None:  # from step 0: attempts listed here produced nothing kept
+            abandoned, self.earlier = listed, []
+        else:  # attempts after the checkpoint's writer that died before their first checkpoint
+            known = {a["run_id"] for a in self.earlier}
+            self.earlier += [a for a in listed if a["run_id"] not in known]
         tags = {"medgen.task": str(cfg.task.name), **cfg.task.tags(), "medgen.model": cfg.model.name,
                 "medgen.resumed": str(bool(self.earlier)).lower()}
         if self.earlier:
             tags.update({TAG_PREVIOUS: self.earlier[-1]["run_id"], TAG_AT_STEP: self.start_step,
-                         TAG_CHAIN: ",".join(a["run_id"] for a in self.earlier)})
+                         TAG_CHAIN: ",".join(a["run_id"] for a in self.earlier),
+                         # the checkpoint on disk now: a successor resuming it can tie it to us
+                         TAG_CHECKPOINT: json.dumps({**self.resumed_from, "prev": None},
+                                                    sort_keys=True, separators=(",", ":"))})
         if self.extended:
             tags[TAG_EXTENDED] = json.dumps(self.extended, sort_keys=True)
         run.set_tags(tags)
+        self._write_attempts(self.earlier + [{"run_id": run.run_id, "start_step": self.start_step}])
+        for att in abandoned:
+            self._close_abandoned(run, att["run_id"])
         if self.earlier:
             self._link_earlier(run)
+
+    def _attempts_file(self) -> Path:
+        return self.t.run_dir / ATTEMPTS_FILE
+
+    def _read_attempts(self) -> list[dict]:
+        try:
+            return [a for a in json.loads(self._attempts_file().read_text()) if a.get("run_id")]
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def _write_attempts(self, attempts: list[dict]) -> None:
+        from medgen.utils.atomic import atomic_write_text
+
+        atomic_write_text(self._attempts_file(), json.dumps(attempts, indent=1) + "\n")
 
     def _link_earlier(self, run) -> None:
         from medgen.track.store import retry
 
         client = run.client
+        ids = [a["run_id"] for a in self.earlier] + [run.run_id]
         for i, att in enumerate(self.earlier):
             try:
                 prev = retry(lambda a=att: client.get_run(a["run_id"]))
@@ -213,9 +243,11 @@ class Provenance:
                             att["run_id"])
                 self.linked.append({**att, "audit_sha256": None, "status": "missing"})
                 continue
-            if i == len(self.earlier) - 1:
+            last = i == len(self.earlier) - 1
+            if last:
                 self._check_checkpoint(prev)
-                self._close(run, prev)
+            if last or not prev.data.tags.get("medgen.audit.sha256"):
+                self._close(run, prev, ids[i + 1])
                 prev = client.get_run(att["run_id"])
             self.linked.append({**att, "status": prev.info.status,
                                 "audit_sha256": prev.data.tags.get("medgen.audit.sha256")})
@@ -233,28 +265,46 @@ class Provenance:
                               f"{self.resumed_from['step']} is not one run {prev.info.run_id} "
                               f"wrote (its weights digest differs)")
 
-    def _close(self, run, prev) -> None:
-        """Point the predecessor at this attempt; mark it KILLED and seal it if a kill left it
+    def _close(self, run, prev, successor: str) -> None:
+        """Point an earlier attempt at its successor; mark it KILLED and seal it if a kill left it
         open (a run sealed already keeps its seal: the pointer tag is not sealed)."""
         from medgen.audit import seal_run
         from medgen.track.run import reopen_run
 
         rid = prev.info.run_id
         handle = reopen_run(rid, tracking_uri=run.tracking_uri, guard=run.guard)
-        handle.set_tags({TAG_SUCCESSOR: run.run_id})
+        handle.set_tags({TAG_SUCCESSOR: successor})
         if prev.data.tags.get("medgen.audit.sha256"):
             handle.detach()
             return
         status = "KILLED" if prev.info.status == "RUNNING" else prev.info.status
+        ckpt = json.loads(prev.data.tags.get(TAG_CHECKPOINT) or "null")
         seal_run(handle, kind="train-attempt",
-                 lineage={"status": status, "successor": run.run_id,
-                          "checkpoint": self.resumed_from, "config_sha256":
-                          prev.data.tags.get("medgen.config_sha256")})
+                 lineage={"status": status, "successor": successor, "checkpoint": ckpt,
+                          "config_sha256": prev.data.tags.get("medgen.config_sha256")})
         if prev.info.status == "RUNNING":
             handle.end("KILLED")
         else:
             handle.detach()
-        log.info("earlier attempt %s marked %s and sealed; resumed by %s", rid, status, run.run_id)
+        log.info("earlier attempt %s marked %s and sealed; resumed by %s", rid, status, successor)
+
+    def _close_abandoned(self, run, rid: str) -> None:
+        """An attempt of this folder that died before its first checkpoint, when training
+        restarts from step 0: marked KILLED and sealed, pointing at the run that restarted."""
+        from medgen.audit import seal_run
+        from medgen.track.run import reopen_run
+
+        try:
+            prev = run.client.get_run(rid)
+        except Exception:  # noqa: BLE001 - MLflow: not found / another store
+            return
+        if prev.info.status != "RUNNING" or prev.data.tags.get("medgen.audit.sha256"):
+            return
+        handle = reopen_run(rid, tracking_uri=run.tracking_uri, guard=run.guard)
+        seal_run(handle, kind="train-attempt",
+                 lineage={"status": "KILLED", "superseded_by": run.run_id, "checkpoint": None})
+        handle.end("KILLED")
+        log.info("attempt %s died before its first checkpoint; marked KILLED", rid)
 
     def seal(self, run, weights_sha: str, stopped: bool) -> None:
         """Log the input manifests (when they hold no identifiers) and seal this attempt."""
