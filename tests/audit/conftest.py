@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-TINY_TRAIN = """version: 1
-task: denoise
+TINY_TRAIN = """version: 2
+task: {{name: denoise}}
 seed: 0
 deterministic: true
 checkpoint_every: 1
